@@ -1,0 +1,1 @@
+//! Runtime plumbing shared by Tributary binaries.

@@ -1,0 +1,66 @@
+# Apache Kafka 4.x in KRaft combined mode (broker + controller), run from Maven Central jars.
+# Sourced by ./devstack; functions: kafka_start, kafka_stop, kafka_status, kafka_tool, kafka_ensure_topics.
+
+KAFKA_STATE="$TRIBUTARY_STATE_DIR/kafka"
+
+kafka_classpath() { echo "$(maven_jars kafka)/*"; }
+
+# Runs one of Kafka's own command-line tools by main class, e.g.
+# kafka_tool org.apache.kafka.tools.TopicCommand --list --bootstrap-server 127.0.0.1:9092
+kafka_tool() {
+  local main=$1; shift
+  java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -Dlog4j2.configurationFile="$STACK_ROOT/conf/kafka-tools-log4j2.properties" \
+    -cp "$(kafka_classpath)" "$main" "$@"
+}
+
+kafka_start() {
+  mkdir -p "$KAFKA_STATE/data" "$KAFKA_STATE/logs"
+  if pid_alive "$KAFKA_STATE/pid"; then log "kafka already running"; return 0; fi
+  local cp; cp=$(kafka_classpath)
+  render "$STACK_ROOT/conf/kafka-server.properties" "$KAFKA_STATE/server.properties" "$KAFKA_STATE"
+  if [ ! -f "$KAFKA_STATE/data/meta.properties" ]; then
+    local cluster_id; cluster_id=$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)
+    [ -n "$cluster_id" ] || die "kafka storage tool failed to produce a cluster id"
+    java -Dlog4j2.configurationFile="$STACK_ROOT/conf/kafka-tools-log4j2.properties" -cp "$cp" \
+      kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_STATE/server.properties" \
+      > "$KAFKA_STATE/logs/format.log" 2>&1 || die "kafka storage format failed; see $KAFKA_STATE/logs/format.log"
+  fi
+  log "starting kafka on 127.0.0.1:$KAFKA_PORT"
+  # shellcheck disable=SC2086
+  setsid nohup java $KAFKA_HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    -Dkafka.logs.dir="$KAFKA_STATE/logs" \
+    -Dlog4j2.configurationFile="$STACK_ROOT/conf/kafka-log4j2.properties" \
+    -cp "$cp" kafka.Kafka "$KAFKA_STATE/server.properties" \
+    > "$KAFKA_STATE/logs/stdout.log" 2>&1 < /dev/null &
+  echo $! > "$KAFKA_STATE/pid"
+}
+
+kafka_wait() { wait_port "$KAFKA_PORT" 120 kafka; }
+
+kafka_stop() { stop_pid "$KAFKA_STATE/pid" kafka; }
+
+kafka_status() {
+  if pid_alive "$KAFKA_STATE/pid" && port_open "$KAFKA_PORT"; then
+    echo "kafka      up    127.0.0.1:$KAFKA_PORT  pid $(cat "$KAFKA_STATE/pid")"
+  else
+    echo "kafka      down"
+    return 1
+  fi
+}
+
+# Creates the topics of stack/topics.tsv that do not exist yet (one JVM start when all exist).
+kafka_ensure_topics() {
+  local existing name partitions retention _
+  existing=$(kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --list) \
+    || die "could not list kafka topics"
+  while IFS=$'\t' read -r name partitions retention _; do
+    case "$name" in ''|'#'*) continue ;; esac
+    if grep -qx "$name" <<<"$existing"; then continue; fi
+    log "creating topic $name ($partitions partitions, retention.ms=$retention)"
+    kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
+      --create --if-not-exists --topic "$name" --partitions "$partitions" --replication-factor 1 \
+      --config "retention.ms=$retention" --config cleanup.policy=delete >/dev/null \
+      || die "could not create topic $name"
+  done < "$STACK_ROOT/topics.tsv"
+}

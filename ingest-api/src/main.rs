@@ -1,1 +1,59 @@
-fn main() {}
+//! `ingest-api`: Tributary's HTTP API.
+//!
+//! Start-up reads like the table of contents of the service: configuration, telemetry, the
+//! three engines (each checked, so a bad endpoint fails here with one clear line), the
+//! routes, then serving until SIGTERM.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tributary_runtime::{Config, shutdown, telemetry};
+
+mod error;
+mod health;
+mod registry;
+mod routes;
+mod state;
+
+/// Where the API listens unless `TRIBUTARY_HTTP__LISTEN` says otherwise.
+const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+
+fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ingest-api: error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line, with the whole cause chain: what an operator needs to fix it.
+            eprintln!("ingest-api: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let config = Config::load(DEFAULT_LISTEN)?;
+    let telemetry = telemetry::init("ingest-api", &config.telemetry)?;
+    let state = state::AppState::connect(&config, telemetry).await?;
+    let app = routes::router(state.clone());
+
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    tracing::info!(addr = %config.http.listen, "ingest-api listening");
+    let stop = shutdown::on_signal();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+        .context("http server failed")?;
+    state.close();
+    tracing::info!("ingest-api stopped");
+    Ok(())
+}

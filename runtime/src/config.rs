@@ -1,0 +1,319 @@
+//! Typed configuration: defaults that match the local stack (`./devstack up`), overridden by an
+//! optional TOML file (`TRIBUTARY_CONFIG`) and then by environment variables.
+//!
+//! Environment variables use the `TRIBUTARY_` prefix and `__` between levels, e.g.
+//! `TRIBUTARY_KAFKA__BROKERS=10.0.0.1:9092`, `TRIBUTARY_S3__ENDPOINT=https://s3.example.com`.
+//! `SCHEMA_REGISTRY_URL` is also honoured, as the design brief names it.
+
+use std::net::SocketAddr;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A source (file or environment) could not be parsed into the typed config.
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// A value parsed but makes no sense (e.g. an empty broker list).
+    #[error("invalid configuration: {field}: {reason}")]
+    Invalid {
+        /// Dotted name of the offending setting, as in the TOML file.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Everything a Tributary binary needs to reach the engines.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Config {
+    /// Kafka and schema settings.
+    pub kafka: KafkaConfig,
+    /// ScyllaDB / Cassandra settings.
+    pub cql: CqlConfig,
+    /// S3-compatible storage settings.
+    pub s3: S3Config,
+    /// The binary's own HTTP listener (API, SSE, or `/metrics` + health for consumers).
+    pub http: HttpConfig,
+    /// Logging and tracing.
+    pub telemetry: TelemetryConfig,
+}
+
+/// Kafka connection settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` bootstrap list.
+    pub brokers: String,
+    /// Confluent-compatible schema registry; `None` uses the ids of `schemas/registry.json`.
+    pub schema_registry_url: Option<String>,
+    /// How long a produce may take before the caller gets an error (librdkafka's
+    /// `message.timeout.ms`): a request handler must answer 503 in bounded time.
+    pub delivery_timeout_ms: u64,
+    /// How long start-up waits for the cluster's metadata before giving up.
+    pub connect_timeout_ms: u64,
+}
+
+/// CQL (ScyllaDB, or Cassandra locally) connection settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CqlConfig {
+    /// `host:port` contact points.
+    pub contact_points: Vec<String>,
+    /// Keyspace of the read models.
+    pub keyspace: String,
+    /// Replication factor used when the keyspace is created (1 locally, 3 in production).
+    pub replication_factor: u8,
+    /// How long start-up waits for a connection before giving up.
+    pub connect_timeout_ms: u64,
+}
+
+/// S3-compatible storage settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct S3Config {
+    /// Endpoint URL; `None` means AWS's regional endpoint.
+    pub endpoint: Option<String>,
+    /// Signing region (Garage's default is `garage`).
+    pub region: String,
+    /// Bucket that holds originals and variants under `uploads/<tenant>/`.
+    pub bucket: String,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by local servers without
+    /// wildcard DNS.
+    pub force_path_style: bool,
+}
+
+/// The binary's HTTP listener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HttpConfig {
+    /// Address to bind.
+    pub listen: SocketAddr,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines for a terminal.
+    Pretty,
+    /// One JSON object per line for log shippers.
+    Json,
+}
+
+/// Logging and tracing settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TelemetryConfig {
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// `tracing` filter directive used when `RUST_LOG` is unset.
+    pub log_filter: String,
+}
+
+impl Config {
+    /// Defaults that reach the engines started by `./devstack up`; `listen` is the binary's
+    /// own default address.
+    pub fn local(listen: SocketAddr) -> Self {
+        Self {
+            kafka: KafkaConfig {
+                brokers: "127.0.0.1:9092".into(),
+                schema_registry_url: None,
+                delivery_timeout_ms: 10_000,
+                connect_timeout_ms: 10_000,
+            },
+            cql: CqlConfig {
+                contact_points: vec!["127.0.0.1:9042".into()],
+                keyspace: "tributary".into(),
+                replication_factor: 1,
+                connect_timeout_ms: 10_000,
+            },
+            s3: S3Config {
+                endpoint: Some("http://127.0.0.1:3900".into()),
+                region: "garage".into(),
+                bucket: "tributary".into(),
+                access_key_id: "GK747269627574617279646576".into(),
+                secret_access_key:
+                    "6465762d6f6e6c792d7365637265742d666f722d6c6f63616c2d737461636b21".into(),
+                force_path_style: true,
+            },
+            http: HttpConfig { listen },
+            telemetry: TelemetryConfig {
+                log_format: LogFormat::Pretty,
+                log_filter: "info".into(),
+            },
+        }
+    }
+
+    /// Loads defaults, then `TRIBUTARY_CONFIG` (a TOML file) if set, then the environment,
+    /// and validates the result.
+    pub fn load(default_listen: SocketAddr) -> Result<Self, ConfigError> {
+        Self::from_figment(Self::figment(default_listen))
+    }
+
+    /// The layered sources, exposed so tests can inject values.
+    pub fn figment(default_listen: SocketAddr) -> Figment {
+        let mut figment = Figment::from(Serialized::defaults(Self::local(default_listen)));
+        if let Ok(path) = std::env::var("TRIBUTARY_CONFIG") {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("TRIBUTARY_").split("__"));
+        if let Ok(url) = std::env::var("SCHEMA_REGISTRY_URL") {
+            figment = figment.merge(("kafka.schema_registry_url", url));
+        }
+        figment
+    }
+
+    /// Extracts and validates a config from any figment.
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: &str| ConfigError::Invalid {
+            field,
+            reason: reason.to_string(),
+        };
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers", "must name at least one host:port"));
+        }
+        for broker in self.kafka.brokers.split(',') {
+            if !is_host_port(broker.trim()) {
+                return Err(ConfigError::Invalid {
+                    field: "kafka.brokers",
+                    reason: format!("'{broker}' is not host:port"),
+                });
+            }
+        }
+        if let Some(url) = &self.kafka.schema_registry_url {
+            if !is_http_url(url) {
+                return Err(invalid(
+                    "kafka.schema_registry_url",
+                    "must be an http(s) URL",
+                ));
+            }
+        }
+        if self.cql.contact_points.is_empty() {
+            return Err(invalid(
+                "cql.contact_points",
+                "must name at least one host:port",
+            ));
+        }
+        if let Some(bad) = self.cql.contact_points.iter().find(|p| !is_host_port(p)) {
+            return Err(ConfigError::Invalid {
+                field: "cql.contact_points",
+                reason: format!("'{bad}' is not host:port"),
+            });
+        }
+        if !is_cql_identifier(&self.cql.keyspace) {
+            return Err(invalid(
+                "cql.keyspace",
+                "must be 1-48 letters, digits or underscores, starting with a letter",
+            ));
+        }
+        if self.cql.replication_factor == 0 {
+            return Err(invalid("cql.replication_factor", "must be at least 1"));
+        }
+        match &self.s3.endpoint {
+            Some(url) if !is_http_url(url) => {
+                return Err(invalid("s3.endpoint", "must be an http(s) URL"));
+            }
+            _ => {}
+        }
+        if self.s3.bucket.is_empty() {
+            return Err(invalid("s3.bucket", "must not be empty"));
+        }
+        if self.s3.region.is_empty() {
+            return Err(invalid("s3.region", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+fn is_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+fn is_http_url(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+}
+
+/// Keyspace names are interpolated into CQL, so only plain identifiers are accepted.
+pub(crate) fn is_cql_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && s.len() <= 48
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    }
+
+    fn with(key: &str, value: &str) -> Result<Config, ConfigError> {
+        Config::from_figment(
+            Figment::from(Serialized::defaults(Config::local(listen()))).merge((key, value)),
+        )
+    }
+
+    #[test]
+    fn defaults_match_the_local_stack_and_validate() {
+        let config =
+            Config::from_figment(Figment::from(Serialized::defaults(Config::local(listen()))))
+                .expect("defaults are valid");
+        assert_eq!(config.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(
+            config.cql.contact_points,
+            vec!["127.0.0.1:9042".to_string()]
+        );
+        assert_eq!(config.s3.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+    }
+
+    #[test]
+    fn overrides_replace_defaults() {
+        let config = with("kafka.brokers", "10.1.2.3:9094").expect("valid");
+        assert_eq!(config.kafka.brokers, "10.1.2.3:9094");
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        for (key, value, field) in [
+            ("kafka.brokers", "", "kafka.brokers"),
+            ("kafka.brokers", "localhost", "kafka.brokers"),
+            ("kafka.brokers", "a:1,b:notaport", "kafka.brokers"),
+            ("s3.endpoint", "ftp://x", "s3.endpoint"),
+            ("s3.endpoint", "", "s3.endpoint"),
+            ("cql.keyspace", "drop table;", "cql.keyspace"),
+            (
+                "kafka.schema_registry_url",
+                "registry",
+                "kafka.schema_registry_url",
+            ),
+        ] {
+            let err = with(key, value).expect_err(value);
+            let msg = err.to_string();
+            assert!(msg.contains(field), "{key}={value}: {msg}");
+            assert!(!msg.contains('\n'), "one line: {msg}");
+        }
+    }
+
+    #[test]
+    fn type_errors_are_reported_not_panicked() {
+        let err = with("cql.replication_factor", "many").expect_err("not a number");
+        assert!(err.to_string().contains("replication_factor"), "{err}");
+    }
+}

@@ -1,0 +1,69 @@
+//! The S3 client, configured for the local Garage server or any S3-compatible endpoint.
+
+use std::time::Duration;
+
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    timeout::TimeoutConfig,
+};
+
+use crate::config::S3Config;
+
+/// Why a storage check failed.
+#[derive(Debug, thiserror::Error)]
+pub enum S3Error {
+    /// The bucket could not be reached or is not ours.
+    #[error("s3 bucket {bucket} at {endpoint} is unreachable: {reason}")]
+    Unreachable {
+        /// Bucket name.
+        bucket: String,
+        /// Endpoint URL (or "aws").
+        endpoint: String,
+        /// The SDK's explanation.
+        reason: String,
+    },
+}
+
+/// Builds an S3 client from the config. Checksums are only computed when an operation
+/// requires them: presigned part URLs must not carry a checksum the browser cannot match.
+pub fn client(config: &S3Config) -> aws_sdk_s3::Client {
+    let credentials = Credentials::new(
+        &config.access_key_id,
+        &config.secret_access_key,
+        None,
+        None,
+        "tributary-config",
+    );
+    let mut builder = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(config.region.clone()))
+        .credentials_provider(credentials)
+        .force_path_style(config.force_path_style)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .build(),
+        );
+    if let Some(endpoint) = &config.endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    aws_sdk_s3::Client::from_conf(builder.build())
+}
+
+/// Checks that the bucket exists and the credentials may use it.
+pub async fn check_bucket(client: &aws_sdk_s3::Client, config: &S3Config) -> Result<(), S3Error> {
+    client
+        .head_bucket()
+        .bucket(&config.bucket)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|error| S3Error::Unreachable {
+            bucket: config.bucket.clone(),
+            endpoint: config.endpoint.clone().unwrap_or_else(|| "aws".into()),
+            reason: aws_sdk_s3::error::DisplayErrorContext(&error).to_string(),
+        })
+}

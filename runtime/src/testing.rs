@@ -1,0 +1,67 @@
+//! Helpers for integration tests that run against the local stack (`./devstack test`).
+//! They create uniquely named topics and keyspaces so test runs never see each other's data.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+
+use crate::config::Config;
+use crate::kafka::KafkaError;
+
+/// The configuration tests use: the local stack's defaults plus any `TRIBUTARY_*` overrides.
+pub fn stack_config() -> Config {
+    Config::load(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .unwrap_or_else(|error| panic!("test configuration: {error}"))
+}
+
+/// A name no other test run uses: `prefix` + time + process id + counter (letters, digits and
+/// underscores only, so it is valid as a topic, keyspace or group name).
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    format!(
+        "{prefix}_{millis}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Creates a topic with `partitions` partitions (replication 1, the local broker).
+pub async fn create_topic(config: &Config, name: &str, partitions: i32) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> =
+        crate::kafka::base_client_config(&config.kafka, "tributary-tests")
+            .create()
+            .map_err(KafkaError::Setup)?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &options,
+        )
+        .await
+        .map_err(KafkaError::Setup)?;
+    for result in results {
+        if let Err((topic, code)) = result {
+            return Err(KafkaError::MissingTopic(format!("{topic} ({code})")));
+        }
+    }
+    Ok(())
+}
+
+/// Deletes a topic created by [`create_topic`].
+pub async fn delete_topic(config: &Config, name: &str) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> =
+        crate::kafka::base_client_config(&config.kafka, "tributary-tests")
+            .create()
+            .map_err(KafkaError::Setup)?;
+    admin
+        .delete_topics(&[name], &AdminOptions::new())
+        .await
+        .map_err(KafkaError::Setup)?;
+    Ok(())
+}

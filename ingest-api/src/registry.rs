@@ -1,1 +1,116 @@
-pub async fn placeholder() {}
+//! The read-only subset of the Confluent Schema Registry REST API, served from the schema
+//! manifest compiled into the binary, so `kcat -s value=avro -r http://127.0.0.1:8080` and
+//! other registry clients decode Tributary's topics without a separate registry.
+//!
+//! When `SCHEMA_REGISTRY_URL` is configured, ids come from that registry instead and these
+//! routes answer 404 pointing there.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use tributary_schemas::Manifest;
+use tributary_schemas::registry::{CONTENT_TYPE, RegistryErrorBody, SchemaByIdResponse};
+
+use crate::state::AppState;
+
+/// Routes: `/schemas/ids/{id}`, `/subjects`, `/subjects/{subject}/versions[/{version}]`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/schemas/ids/{id}", get(schema_by_id))
+        .route("/subjects", get(subjects))
+        .route("/subjects/{subject}/versions", get(versions))
+        .route(
+            "/subjects/{subject}/versions/{version}",
+            get(subject_version),
+        )
+}
+
+/// A registry-style answer: its own content type and Confluent's error bodies.
+fn registry_json(status: StatusCode, body: &impl Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], bytes).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "registry response did not serialize");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+fn not_found(body: RegistryErrorBody) -> Response {
+    registry_json(StatusCode::NOT_FOUND, &body)
+}
+
+/// The manifest to serve, or the answer explaining why there is none.
+fn manifest(state: &AppState) -> Result<&'static Manifest, Response> {
+    if let Some(url) = &state.config.kafka.schema_registry_url {
+        return Err(not_found(RegistryErrorBody {
+            error_code: 40401,
+            message: format!("schemas are served by the configured registry {url}"),
+        }));
+    }
+    Manifest::embedded().map_err(|error| {
+        tracing::error!(%error, "embedded schema manifest unusable");
+        registry_json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &RegistryErrorBody {
+                error_code: 50001,
+                message: "schema manifest unavailable".into(),
+            },
+        )
+    })
+}
+
+async fn schema_by_id(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let manifest = match manifest(&state) {
+        Ok(m) => m,
+        Err(response) => return response,
+    };
+    match id.parse::<u32>().ok().and_then(|id| manifest.by_id(id)) {
+        Some(version) => registry_json(
+            StatusCode::OK,
+            &SchemaByIdResponse {
+                schema: version.schema.clone(),
+                schema_type: None,
+            },
+        ),
+        None => not_found(RegistryErrorBody::schema_not_found(&id)),
+    }
+}
+
+async fn subjects(State(state): State<AppState>) -> Response {
+    match manifest(&state) {
+        Ok(manifest) => registry_json(StatusCode::OK, &manifest.subjects()),
+        Err(response) => response,
+    }
+}
+
+async fn versions(State(state): State<AppState>, Path(subject): Path<String>) -> Response {
+    let manifest = match manifest(&state) {
+        Ok(m) => m,
+        Err(response) => return response,
+    };
+    match manifest.versions(&subject) {
+        Some(versions) => registry_json(StatusCode::OK, &versions),
+        None => not_found(RegistryErrorBody::subject_not_found(&subject)),
+    }
+}
+
+async fn subject_version(
+    State(state): State<AppState>,
+    Path((subject, version)): Path<(String, String)>,
+) -> Response {
+    let manifest = match manifest(&state) {
+        Ok(m) => m,
+        Err(response) => return response,
+    };
+    if manifest.versions(&subject).is_none() {
+        return not_found(RegistryErrorBody::subject_not_found(&subject));
+    }
+    match manifest.by_subject_version_str(&subject, &version) {
+        Some(found) => registry_json(StatusCode::OK, found),
+        None => not_found(RegistryErrorBody::version_not_found(&version)),
+    }
+}

@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// A source (file or environment) could not be parsed into the typed config.
+    /// A source (file or environment) could not be parsed into the typed config. Kept as
+    /// text: figment's error repeats itself when printed as a cause chain.
     #[error("invalid configuration: {0}")]
-    Parse(#[from] Box<figment::Error>),
+    Parse(String),
     /// A value parsed but makes no sense (e.g. an empty broker list).
     #[error("invalid configuration: {field}: {reason}")]
     Invalid {
@@ -168,7 +169,9 @@ impl Config {
 
     /// Extracts and validates a config from any figment.
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(e.to_string().to_lowercase()))?;
         config.validate()?;
         Ok(config)
     }

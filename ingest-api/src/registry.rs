@@ -43,74 +43,86 @@ fn not_found(body: RegistryErrorBody) -> Response {
     registry_json(StatusCode::NOT_FOUND, &body)
 }
 
-/// The manifest to serve, or the answer explaining why there is none.
-fn manifest(state: &AppState) -> Result<&'static Manifest, Response> {
+/// Why the manifest is not served.
+enum Unavailable {
+    /// Ids come from the configured external registry.
+    External(String),
+    /// The compiled-in manifest is broken (a build problem).
+    Broken,
+}
+
+impl IntoResponse for Unavailable {
+    fn into_response(self) -> Response {
+        match self {
+            Self::External(url) => not_found(RegistryErrorBody {
+                error_code: 40401,
+                message: format!("schemas are served by the configured registry {url}"),
+            }),
+            Self::Broken => registry_json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &RegistryErrorBody {
+                    error_code: 50001,
+                    message: "schema manifest unavailable".into(),
+                },
+            ),
+        }
+    }
+}
+
+/// The manifest to serve.
+fn manifest(state: &AppState) -> Result<&'static Manifest, Unavailable> {
     if let Some(url) = &state.config.kafka.schema_registry_url {
-        return Err(not_found(RegistryErrorBody {
-            error_code: 40401,
-            message: format!("schemas are served by the configured registry {url}"),
-        }));
+        return Err(Unavailable::External(url.clone()));
     }
     Manifest::embedded().map_err(|error| {
         tracing::error!(%error, "embedded schema manifest unusable");
-        registry_json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &RegistryErrorBody {
-                error_code: 50001,
-                message: "schema manifest unavailable".into(),
-            },
-        )
+        Unavailable::Broken
     })
 }
 
-async fn schema_by_id(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    let manifest = match manifest(&state) {
-        Ok(m) => m,
-        Err(response) => return response,
-    };
-    match id.parse::<u32>().ok().and_then(|id| manifest.by_id(id)) {
-        Some(version) => registry_json(
-            StatusCode::OK,
-            &SchemaByIdResponse {
-                schema: version.schema.clone(),
-                schema_type: None,
-            },
-        ),
-        None => not_found(RegistryErrorBody::schema_not_found(&id)),
-    }
+async fn schema_by_id(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, Unavailable> {
+    let manifest = manifest(&state)?;
+    Ok(
+        match id.parse::<u32>().ok().and_then(|id| manifest.by_id(id)) {
+            Some(version) => registry_json(
+                StatusCode::OK,
+                &SchemaByIdResponse {
+                    schema: version.schema.clone(),
+                    schema_type: None,
+                },
+            ),
+            None => not_found(RegistryErrorBody::schema_not_found(&id)),
+        },
+    )
 }
 
-async fn subjects(State(state): State<AppState>) -> Response {
-    match manifest(&state) {
-        Ok(manifest) => registry_json(StatusCode::OK, &manifest.subjects()),
-        Err(response) => response,
-    }
+async fn subjects(State(state): State<AppState>) -> Result<Response, Unavailable> {
+    Ok(registry_json(StatusCode::OK, &manifest(&state)?.subjects()))
 }
 
-async fn versions(State(state): State<AppState>, Path(subject): Path<String>) -> Response {
-    let manifest = match manifest(&state) {
-        Ok(m) => m,
-        Err(response) => return response,
-    };
-    match manifest.versions(&subject) {
+async fn versions(
+    State(state): State<AppState>,
+    Path(subject): Path<String>,
+) -> Result<Response, Unavailable> {
+    Ok(match manifest(&state)?.versions(&subject) {
         Some(versions) => registry_json(StatusCode::OK, &versions),
         None => not_found(RegistryErrorBody::subject_not_found(&subject)),
-    }
+    })
 }
 
 async fn subject_version(
     State(state): State<AppState>,
     Path((subject, version)): Path<(String, String)>,
-) -> Response {
-    let manifest = match manifest(&state) {
-        Ok(m) => m,
-        Err(response) => return response,
-    };
+) -> Result<Response, Unavailable> {
+    let manifest = manifest(&state)?;
     if manifest.versions(&subject).is_none() {
-        return not_found(RegistryErrorBody::subject_not_found(&subject));
+        return Ok(not_found(RegistryErrorBody::subject_not_found(&subject)));
     }
-    match manifest.by_subject_version_str(&subject, &version) {
+    Ok(match manifest.by_subject_version_str(&subject, &version) {
         Some(found) => registry_json(StatusCode::OK, found),
         None => not_found(RegistryErrorBody::version_not_found(&version)),
-    }
+    })
 }

@@ -106,6 +106,18 @@ fn unreachable_engines_fail_fast_naming_the_engine() {
     }
 }
 
+/// Kills the server if an assertion fails first, so no process outlives the test.
+struct ServerGuard(Child);
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -117,12 +129,15 @@ fn free_port() -> u16 {
 async fn healthy_start_serves_probes_metrics_and_registry_then_stops_on_sigterm() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut child = Command::new(BIN)
-        .env("TRIBUTARY_HTTP__LISTEN", &listen)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut guard = ServerGuard(
+        Command::new(BIN)
+            .env("TRIBUTARY_HTTP__LISTEN", &listen)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let child = &mut guard.0;
     let base = format!("http://{listen}");
     let http = reqwest::Client::new();
 
@@ -225,6 +240,6 @@ async fn healthy_start_serves_probes_metrics_and_registry_then_stops_on_sigterm(
         .status()
         .expect("kill");
     assert!(killed.success());
-    let status = wait_within(&mut child, Duration::from_secs(15));
+    let status = wait_within(child, Duration::from_secs(15));
     assert!(status.success(), "clean exit after SIGTERM: {status}");
 }

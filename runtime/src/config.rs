@@ -192,13 +192,13 @@ impl Config {
                 });
             }
         }
-        if let Some(url) = &self.kafka.schema_registry_url {
-            if !is_http_url(url) {
-                return Err(invalid(
-                    "kafka.schema_registry_url",
-                    "must be an http(s) URL",
-                ));
-            }
+        if let Some(url) = &self.kafka.schema_registry_url
+            && !is_http_url(url)
+        {
+            return Err(invalid(
+                "kafka.schema_registry_url",
+                "must be an http(s) URL",
+            ));
         }
         if self.cql.contact_points.is_empty() {
             return Err(invalid(

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message as _;
+use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -161,9 +162,17 @@ pub async fn run_consumer<H: Handler>(
             // Shut down while retrying: the offset is not stored, the record is redelivered.
             break;
         }
-        consumer
-            .store_offset(&message.topic, message.partition, message.offset + 1)
-            .map_err(KafkaError::Consume)?;
+        // The committed offset is the next record to read. (`store_offset` would add one by
+        // itself — librdkafka's legacy API — and so skip a record after a crash; an explicit
+        // list says exactly what is stored.)
+        let mut next = TopicPartitionList::new();
+        next.add_partition_offset(
+            &message.topic,
+            message.partition,
+            Offset::Offset(message.offset + 1),
+        )
+        .map_err(KafkaError::Consume)?;
+        consumer.store_offsets(&next).map_err(KafkaError::Consume)?;
     }
 
     match consumer.commit_consumer_state(CommitMode::Sync) {

@@ -6,6 +6,7 @@ CASSANDRA_STATE="$TRIBUTARY_STATE_DIR/cassandra"
 cassandra_start() {
   mkdir -p "$CASSANDRA_STATE/logs" "$CASSANDRA_STATE/data"
   if pid_alive "$CASSANDRA_STATE/pid"; then log "cassandra already running"; return 0; fi
+  ensure_port_free "$CASSANDRA_PORT" cassandra
   local jars; jars=$(maven_jars cassandra)
   render "$STACK_ROOT/conf/cassandra.yaml" "$CASSANDRA_STATE/cassandra.yaml" "$CASSANDRA_STATE"
   local opts; opts=$(grep -v '^#' "$STACK_ROOT/conf/cassandra-jvm.options" | tr '\n' ' ')

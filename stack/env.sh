@@ -48,6 +48,15 @@ wait_port() {
   done
 }
 
+# Refuses to start `name` when its port is taken by a process this stack did not start
+# (typically a stack run from another checkout).
+ensure_port_free() {
+  local port=$1 name=$2
+  if port_open "$port"; then
+    die "port $port is already in use, so $name cannot start; stop whatever holds it (another checkout's ./devstack down?)"
+  fi
+}
+
 # pid file helpers: a service is running when its pid file names a live process.
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 

@@ -10,6 +10,7 @@ garage_cli() { "$(garage_bin)" -c "$GARAGE_STATE/garage.toml" "$@"; }
 garage_start() {
   mkdir -p "$GARAGE_STATE/logs"
   if pid_alive "$GARAGE_STATE/pid"; then log "garage already running"; return 0; fi
+  ensure_port_free "$S3_PORT" garage
   local bin; bin=$(garage_bin) || die "could not build garage"
   render "$STACK_ROOT/conf/garage.toml" "$GARAGE_STATE/garage.toml" "$GARAGE_STATE"
   log "starting garage (s3) on 127.0.0.1:$S3_PORT"

@@ -17,6 +17,7 @@ kafka_tool() {
 kafka_start() {
   mkdir -p "$KAFKA_STATE/data" "$KAFKA_STATE/logs"
   if pid_alive "$KAFKA_STATE/pid"; then log "kafka already running"; return 0; fi
+  ensure_port_free "$KAFKA_PORT" kafka
   local cp; cp=$(kafka_classpath)
   render "$STACK_ROOT/conf/kafka-server.properties" "$KAFKA_STATE/server.properties" "$KAFKA_STATE"
   if [ ! -f "$KAFKA_STATE/data/meta.properties" ]; then

@@ -8,9 +8,13 @@ use std::time::Duration;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tributary_runtime::events::{EventPublisher, load_catalog};
-use tributary_runtime::kafka::{Producer, base_client_config};
+use tributary_runtime::kafka::{
+    ConsumerSettings, HandleError, Handler, Message as ConsumedMessage, Producer,
+    base_client_config, run_consumer,
+};
 use tributary_runtime::{telemetry, testing, topics};
 use tributary_schemas::{
     Event, EventMeta, MediaJobRequested, PartConfirmed, TenantCreated, UploadInitiated,
@@ -241,4 +245,67 @@ async fn every_event_round_trips_through_the_broker_with_headers_and_java_partit
         let decoded = catalog.decode(payload).expect("decodes");
         assert_eq!(decoded, event);
     }
+}
+
+/// Records the trace id the handler runs under, then stops the loop.
+struct TraceProbe {
+    seen: tokio::sync::mpsc::UnboundedSender<opentelemetry::trace::TraceId>,
+    stop: CancellationToken,
+}
+
+impl Handler for TraceProbe {
+    async fn handle(&mut self, _message: &ConsumedMessage) -> Result<(), HandleError> {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let context = tracing::Span::current().context();
+        let _ = self.seen.send(context.span().span_context().trace_id());
+        self.stop.cancel();
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_consumer_continues_the_producers_trace() {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    let config = testing::stack_config();
+    telemetry::init("runtime-tests", &config.telemetry).expect("telemetry");
+    let topic = testing::unique("trace_test");
+    testing::create_topic(&config, &topic, 1)
+        .await
+        .expect("topic");
+    let producer = Producer::new(&config.kafka, "runtime-tests").expect("producer");
+
+    let span = tracing::info_span!("http.request");
+    let trace_id = span.context().span().span_context().trace_id();
+    assert_ne!(trace_id, opentelemetry::trace::TraceId::INVALID);
+    producer
+        .send(&topic, b"key", b"payload", &[])
+        .instrument(span)
+        .await
+        .expect("acknowledged");
+
+    let (seen, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    let probe = TraceProbe {
+        seen,
+        stop: stop.clone(),
+    };
+    let settings = ConsumerSettings::new(&testing::unique("trace_group"), &[topic.as_str()]);
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        run_consumer(&config.kafka, &settings, &producer, probe, stop),
+    )
+    .await
+    .expect("consumed within 30 s")
+    .expect("consumer loop");
+    assert_eq!(
+        seen_rx.recv().await,
+        Some(trace_id),
+        "handler span continues the trace"
+    );
+    testing::delete_topic(&config, &topic)
+        .await
+        .expect("delete topic");
 }

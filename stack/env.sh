@@ -30,7 +30,7 @@ GARAGE_ADMIN_TOKEN="tributary-dev-admin-token"
 # Heaps are small on purpose: the whole stack shares a 2-core machine with the builds.
 : "${KAFKA_HEAP:=-Xms256m -Xmx512m}"
 
-log() { printf '\033[1m[devstack]\033[0m %s\n' "$*" >&2; }
+log() { if [ -t 2 ]; then printf '\033[1m[devstack]\033[0m %s\n' "$*" >&2; else printf '[devstack] %s\n' "$*" >&2; fi; }
 die() { printf '[devstack] error: %s\n' "$*" >&2; exit 1; }
 
 # Succeeds when something accepts TCP connections on 127.0.0.1:$1.

@@ -2,35 +2,48 @@
 # Sourced by ./devstack; functions: services_up, services_down, services_status.
 
 SERVICES_STATE="$TRIBUTARY_STATE_DIR/services"
-# The binaries `./devstack up` runs; each new service binary is added here.
-TRIBUTARY_SERVICES=(ingest-api)
+# The binaries `./devstack up` runs, each with the port whose opening means it is serving;
+# each new service binary is added here.
+TRIBUTARY_SERVICES=(ingest-api:8080)
 
 services_up() {
   mkdir -p "$SERVICES_STATE"
   log "building Tributary's services"
   (cd "$REPO_ROOT" && cargo build --locked --bins) || die "cargo build failed"
-  local svc
-  for svc in "${TRIBUTARY_SERVICES[@]}"; do
+  local entry svc port waited
+  for entry in "${TRIBUTARY_SERVICES[@]}"; do
+    svc=${entry%%:*}
     # Services are stateless: restart them so `up` always runs the code just built.
     stop_pid "$SERVICES_STATE/$svc.pid" "$svc"
     log "starting $svc"
     setsid nohup "$CARGO_TARGET_DIR/debug/$svc" >> "$SERVICES_STATE/$svc.log" 2>&1 < /dev/null &
     echo $! > "$SERVICES_STATE/$svc.pid"
   done
-  sleep 1
-  services_status || die "a service failed to start; see ./devstack logs <service>"
+  for entry in "${TRIBUTARY_SERVICES[@]}"; do
+    svc=${entry%%:*} port=${entry##*:} waited=0
+    until port_open "$port"; do
+      if ! pid_alive "$SERVICES_STATE/$svc.pid"; then
+        tail -n 5 "$SERVICES_STATE/$svc.log" >&2
+        die "$svc exited during start-up; see ./devstack logs $svc"
+      fi
+      sleep 0.5; waited=$((waited + 1))
+      [ "$waited" -lt 120 ] || die "$svc did not open port $port within 60s"
+    done
+  done
+  services_status
 }
 
 services_down() {
-  local svc
-  for svc in "${TRIBUTARY_SERVICES[@]}"; do stop_pid "$SERVICES_STATE/$svc.pid" "$svc"; done
+  local entry
+  for entry in "${TRIBUTARY_SERVICES[@]}"; do stop_pid "$SERVICES_STATE/${entry%%:*}.pid" "${entry%%:*}"; done
 }
 
 services_status() {
-  local svc rc=0
-  for svc in "${TRIBUTARY_SERVICES[@]}"; do
+  local entry svc rc=0
+  for entry in "${TRIBUTARY_SERVICES[@]}"; do
+    svc=${entry%%:*}
     if pid_alive "$SERVICES_STATE/$svc.pid"; then
-      printf '%-10s up    pid %s  log %s\n' "$svc" "$(cat "$SERVICES_STATE/$svc.pid")" "$SERVICES_STATE/$svc.log"
+      printf '%-10s up    127.0.0.1:%s  pid %s  log %s\n' "$svc" "${entry##*:}" "$(cat "$SERVICES_STATE/$svc.pid")" "$SERVICES_STATE/$svc.log"
     else
       printf '%-10s down\n' "$svc"; rc=1
     fi

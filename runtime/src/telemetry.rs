@@ -3,6 +3,7 @@
 //! Every span gets an OpenTelemetry trace id (no exporter is configured yet, see issue 8), so
 //! the `traceparent` of a request travels through Kafka headers into every consumer.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use axum::Router;
@@ -55,7 +56,12 @@ pub fn init(service: &'static str, config: &TelemetryConfig) -> Result<Telemetry
     // Ignored when a subscriber is already installed (e.g. by a test harness).
     let _ = match config.log_format {
         LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    // Colours only on a terminal, not in log files.
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(

@@ -28,11 +28,4 @@ cassandra_wait() { wait_port "$CASSANDRA_PORT" 240 cassandra; }
 
 cassandra_stop() { stop_pid "$CASSANDRA_STATE/pid" cassandra; }
 
-cassandra_status() {
-  if pid_alive "$CASSANDRA_STATE/pid" && port_open "$CASSANDRA_PORT"; then
-    echo "cassandra  up    127.0.0.1:$CASSANDRA_PORT  pid $(cat "$CASSANDRA_STATE/pid")"
-  else
-    echo "cassandra  down"
-    return 1
-  fi
-}
+cassandra_status() { service_status cassandra "$CASSANDRA_STATE/pid" "$CASSANDRA_PORT"; }

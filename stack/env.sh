@@ -60,6 +60,17 @@ ensure_port_free() {
 # pid file helpers: a service is running when its pid file names a live process.
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# Prints one status line for a process started by this stack; fails when it is down.
+service_status() {
+  local name=$1 pidfile=$2 port=$3
+  if pid_alive "$pidfile" && port_open "$port"; then
+    printf '%-10s up    127.0.0.1:%s  pid %s\n' "$name" "$port" "$(cat "$pidfile")"
+  else
+    printf '%-10s down\n' "$name"
+    return 1
+  fi
+}
+
 stop_pid() {
   local pidfile=$1 name=$2 i
   if ! pid_alive "$pidfile"; then rm -f "$pidfile"; return 0; fi
@@ -95,9 +106,11 @@ maven_jars() {
   if [ ! -f "$dir/.complete" ]; then
     log "downloading $name jars from Maven Central (first run only)"
     rm -rf "$dir"
-    mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
-      -DoutputDirectory="$dir" -Dmaven.repo.local="$TRIBUTARY_CACHE/m2" >&2 \
-      || die "could not download $name jars (mvn dependency:copy-dependencies failed)"
+    mkdir -p "$TRIBUTARY_CACHE"
+    mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
+      -DoutputDirectory="$dir" -Dmaven.repo.local="$TRIBUTARY_CACHE/m2" \
+      > "$TRIBUTARY_CACHE/mvn-$name.log" 2>&1 \
+      || { tail -n 20 "$TRIBUTARY_CACHE/mvn-$name.log" >&2; die "could not download $name jars (mvn dependency:copy-dependencies failed)"; }
     touch "$dir/.complete"
   fi
   echo "$dir"

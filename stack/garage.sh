@@ -46,11 +46,4 @@ garage_wait() {
 
 garage_stop() { stop_pid "$GARAGE_STATE/pid" garage; }
 
-garage_status() {
-  if pid_alive "$GARAGE_STATE/pid" && port_open "$S3_PORT"; then
-    echo "garage(s3) up    127.0.0.1:$S3_PORT  pid $(cat "$GARAGE_STATE/pid")"
-  else
-    echo "garage(s3) down"
-    return 1
-  fi
-}
+garage_status() { service_status "garage(s3)" "$GARAGE_STATE/pid" "$S3_PORT"; }

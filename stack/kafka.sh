@@ -41,14 +41,7 @@ kafka_wait() { wait_port "$KAFKA_PORT" 120 kafka; }
 
 kafka_stop() { stop_pid "$KAFKA_STATE/pid" kafka; }
 
-kafka_status() {
-  if pid_alive "$KAFKA_STATE/pid" && port_open "$KAFKA_PORT"; then
-    echo "kafka      up    127.0.0.1:$KAFKA_PORT  pid $(cat "$KAFKA_STATE/pid")"
-  else
-    echo "kafka      down"
-    return 1
-  fi
-}
+kafka_status() { service_status kafka "$KAFKA_STATE/pid" "$KAFKA_PORT"; }
 
 # Creates the topics of stack/topics.tsv that do not exist yet (one JVM start when all exist).
 kafka_ensure_topics() {

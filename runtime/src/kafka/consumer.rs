@@ -135,6 +135,8 @@ pub async fn run_consumer<H: Handler>(
                     // Transient broker errors surface here; librdkafka reconnects by itself.
                     tracing::warn!(%error, group = %group, "kafka receive error");
                     metrics::counter!("tributary_consumer_receive_errors_total", "group" => group.clone()).increment(1);
+                    // A persistent error (e.g. the broker is gone) must not become a hot loop.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
             },

@@ -21,7 +21,7 @@ pub async fn healthz() -> Json<Value> {
 /// Readiness: 200 when every engine answers, else 503 naming the failing ones.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let (kafka, cql, storage) = tokio::join!(
-        state.producer.check_cluster(
+        state.events.producer().check_cluster(
             &state.config.kafka.brokers,
             &[topics::LIFECYCLE],
             CHECK_TIMEOUT

@@ -10,11 +10,17 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tributary_runtime::{Config, shutdown, telemetry};
 
+mod auth;
 mod error;
 mod health;
+mod json;
 mod registry;
 mod routes;
+mod settings;
 mod state;
+mod store;
+mod tenants;
+mod uploads;
 
 /// Where the API listens unless `TRIBUTARY_HTTP__LISTEN` says otherwise.
 const DEFAULT_LISTEN: SocketAddr =
@@ -40,8 +46,9 @@ fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let config = Config::load(DEFAULT_LISTEN)?;
+    let settings = settings::ApiSettings::load(&Config::figment(DEFAULT_LISTEN))?;
     let telemetry = telemetry::init("ingest-api", &config.telemetry)?;
-    let state = state::AppState::connect(&config, telemetry).await?;
+    let state = state::AppState::connect(&config, settings, telemetry).await?;
     let app = routes::router(state.clone());
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)

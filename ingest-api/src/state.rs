@@ -5,28 +5,46 @@ use std::time::Duration;
 
 use anyhow::Context;
 use scylla::client::session::Session;
+use tributary_runtime::events::{EventPublisher, load_catalog};
 use tributary_runtime::kafka::Producer;
 use tributary_runtime::telemetry::Telemetry;
 use tributary_runtime::{Config, cql, s3, topics};
+
+use crate::auth::KeyCache;
+use crate::auth::token::TokenSigner;
+use crate::settings::ApiSettings;
+use crate::store::Store;
 
 /// Shared by all request handlers; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     /// Loaded configuration.
     pub config: Arc<Config>,
-    /// Idempotent producer; a 2xx is only returned once its send was acknowledged.
-    pub producer: Producer,
-    /// CQL session to the read models.
+    /// API-specific settings.
+    pub settings: Arc<ApiSettings>,
+    /// Publishes events; a 2xx is only returned once the broker acknowledged them.
+    pub events: EventPublisher,
+    /// CQL session (readiness checks).
     pub cql: Arc<Session>,
+    /// The API's command-side tables.
+    pub store: Arc<Store>,
     /// S3 client for presigning and multipart management (never for object bytes).
     pub s3: aws_sdk_s3::Client,
+    /// Signs and verifies browser tokens.
+    pub signer: TokenSigner,
+    /// Recently used API keys.
+    pub keys: Arc<KeyCache>,
     /// Metrics exposition.
     pub telemetry: Telemetry,
 }
 
 impl AppState {
     /// Connects to Kafka, CQL and S3, failing with a clear message if any is unreachable.
-    pub async fn connect(config: &Config, telemetry: Telemetry) -> anyhow::Result<Self> {
+    pub async fn connect(
+        config: &Config,
+        settings: ApiSettings,
+        telemetry: Telemetry,
+    ) -> anyhow::Result<Self> {
         let producer = Producer::new(&config.kafka, "ingest-api")?;
         producer
             .check_cluster(
@@ -35,22 +53,39 @@ impl AppState {
                 Duration::from_millis(config.kafka.connect_timeout_ms),
             )
             .await?;
-        let cql = cql::connect(&config.cql).await?;
+        let catalog = load_catalog(&config.kafka).await?;
+        let cql = Arc::new(cql::connect(&config.cql).await?);
+        let store = Store::open(
+            cql.clone(),
+            &config.cql.keyspace,
+            config.cql.replication_factor,
+        )
+        .await
+        .context("preparing the api's tables")?;
         let s3 = s3::client(&config.s3);
         s3::check_bucket(&s3, &config.s3)
             .await
             .context("checking storage")?;
         Ok(Self {
             config: Arc::new(config.clone()),
-            producer,
-            cql: Arc::new(cql),
+            signer: TokenSigner::new(settings.token_secret.as_bytes()),
+            settings: Arc::new(settings),
+            events: EventPublisher::new(producer, catalog),
+            cql,
+            store: Arc::new(store),
             s3,
+            keys: Arc::new(KeyCache::default()),
             telemetry,
         })
     }
 
     /// Flushes what is still queued for Kafka.
     pub fn close(&self) {
-        self.producer.flush(Duration::from_secs(5));
+        self.events.producer().flush(Duration::from_secs(5));
+    }
+
+    /// `service@version`, the `producer` of every event the API emits.
+    pub fn producer_name() -> &'static str {
+        concat!("ingest-api@", env!("CARGO_PKG_VERSION"))
     }
 }

@@ -274,7 +274,7 @@ async fn consumer_survives_sigkill_and_sigterm() {
     let session = cql::connect(&config.cql)
         .await
         .expect("cassandra of the local stack");
-    cql::migrate(&session, KEYSPACE, 1, &[LEDGER])
+    cql::migrate(&session, KEYSPACE, 1, "consumer-test", &[LEDGER])
         .await
         .expect("migrate");
     let topic = testing::unique("consumer_test");

@@ -24,15 +24,15 @@ async fn migrations_apply_once_and_refuse_edits() {
     cql::ping(&session).await.expect("ping");
     let keyspace = testing::unique("cqltest");
 
-    cql::migrate(&session, &keyspace, 1, &[V1])
+    cql::migrate(&session, &keyspace, 1, "tests", &[V1])
         .await
         .expect("v1");
     // Running again, and with a new migration added, applies only what is new. (ALTER ... ADD
     // is not idempotent, so a second application would fail.)
-    cql::migrate(&session, &keyspace, 1, &[V1, V2])
+    cql::migrate(&session, &keyspace, 1, "tests", &[V1, V2])
         .await
         .expect("v1+v2");
-    cql::migrate(&session, &keyspace, 1, &[V2, V1])
+    cql::migrate(&session, &keyspace, 1, "tests", &[V2, V1])
         .await
         .expect("again, any order");
 
@@ -60,7 +60,7 @@ async fn migrations_apply_once_and_refuse_edits() {
         statements: &["ALTER TABLE {keyspace}.uploads ADD other text"],
         ..V2
     };
-    let error = cql::migrate(&session, &keyspace, 1, &[V1, edited])
+    let error = cql::migrate(&session, &keyspace, 1, "tests", &[V1, edited])
         .await
         .expect_err("edited");
     assert!(
@@ -68,7 +68,7 @@ async fn migrations_apply_once_and_refuse_edits() {
         "{error}"
     );
 
-    let bad = cql::migrate(&session, "x; DROP KEYSPACE system", 1, &[V1])
+    let bad = cql::migrate(&session, "x; DROP KEYSPACE system", 1, "tests", &[V1])
         .await
         .expect_err("bad name");
     assert!(matches!(bad, CqlError::InvalidKeyspace(_)), "{bad}");

@@ -1,7 +1,8 @@
 //! Versioned, forward-only schema migrations.
 //!
 //! Each migration is a list of idempotent statements (`CREATE ... IF NOT EXISTS`), applied in
-//! version order and recorded with a checksum in `<keyspace>.schema_migrations`. Running
+//! version order and recorded with a checksum in `<keyspace>.schema_migrations`, per
+//! component (each binary owns its tables and numbers its migrations from 1). Running
 //! [`migrate`] again is a no-op; editing an applied migration is refused.
 
 use scylla::client::session::Session;
@@ -34,11 +35,13 @@ impl Migration {
     }
 }
 
-/// Creates `keyspace` if needed and applies the migrations it has not seen yet.
+/// Creates `keyspace` if needed and applies the migrations of `component` (e.g.
+/// `ingest-api`, `projector`) it has not seen yet.
 pub async fn migrate(
     session: &Session,
     keyspace: &str,
     replication_factor: u8,
+    component: &str,
     migrations: &[Migration],
 ) -> Result<(), CqlError> {
     if !is_cql_identifier(keyspace) {
@@ -59,7 +62,8 @@ pub async fn migrate(
         session,
         &format!(
             "CREATE TABLE IF NOT EXISTS {keyspace}.schema_migrations (\
-             version int PRIMARY KEY, name text, checksum text, applied_at timestamp)"
+             component text, version int, name text, checksum text, applied_at timestamp, \
+             PRIMARY KEY (component, version))"
         ),
         "create schema_migrations",
     )
@@ -71,8 +75,11 @@ pub async fn migrate(
     for migration in ordered {
         let applied = session
             .query_unpaged(
-                format!("SELECT checksum FROM {keyspace}.schema_migrations WHERE version = ?"),
-                (migration.version,),
+                format!(
+                    "SELECT checksum FROM {keyspace}.schema_migrations \
+                     WHERE component = ? AND version = ?"
+                ),
+                (component, migration.version),
             )
             .await
             .map_err(|e| CqlError::statement("read schema_migrations", e))?
@@ -110,10 +117,11 @@ pub async fn migrate(
         session
             .query_unpaged(
                 format!(
-                    "INSERT INTO {keyspace}.schema_migrations (version, name, checksum, applied_at) \
-                     VALUES (?, ?, ?, toTimestamp(now()))"
+                    "INSERT INTO {keyspace}.schema_migrations \
+                     (component, version, name, checksum, applied_at) \
+                     VALUES (?, ?, ?, ?, toTimestamp(now()))"
                 ),
-                (migration.version, migration.name, checksum),
+                (component, migration.version, migration.name, checksum),
             )
             .await
             .map_err(|e| CqlError::statement("record migration", e))?;

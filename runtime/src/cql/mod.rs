@@ -48,7 +48,8 @@ pub enum CqlError {
 }
 
 impl CqlError {
-    pub(crate) fn statement(what: impl Into<String>, error: impl std::fmt::Display) -> Self {
+    /// A failed statement, described by `what` was being done.
+    pub fn statement(what: impl Into<String>, error: impl std::fmt::Display) -> Self {
         Self::Statement {
             what: what.into(),
             reason: error.to_string(),

@@ -1,0 +1,228 @@
+//! Shared helpers of the ingest-api integration tests: run the real binary against the local
+//! stack, create tenants through the admin API, and read back what reached Kafka.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message as _;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{Value, json};
+use tributary_runtime::kafka::base_client_config;
+use tributary_runtime::{testing, topics};
+use tributary_schemas::Event;
+
+/// The development admin token (the API's default).
+pub const ADMIN: &str = "dev-admin-token";
+
+/// A running `ingest-api` process, killed when dropped.
+pub struct Api {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tenant created for a test.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    /// Its id.
+    pub id: String,
+    /// Its first API key.
+    pub key: String,
+}
+
+impl Api {
+    /// Starts the binary with `env` on a free port and waits until it answers.
+    pub async fn start(env: &[(&str, &str)]) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_ingest-api"))
+            .env("TRIBUTARY_HTTP__LISTEN", &listen)
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ingest-api");
+        let mut api = Self {
+            child,
+            base: format!("http://{listen}"),
+            http: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if api.http.get(api.url("/healthz")).send().await.is_ok() {
+                return api;
+            }
+            if let Ok(Some(status)) = api.child.try_wait() {
+                panic!("ingest-api exited during start-up: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ingest-api did not start within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Absolute URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Creates a tenant with `policy` fields merged over a unique name.
+    pub async fn create_tenant(&self, policy: Value) -> Tenant {
+        let mut body = json!({"name": testing::unique("tenant")});
+        if let (Some(target), Some(extra)) = (body.as_object_mut(), policy.as_object()) {
+            target.extend(extra.clone());
+        }
+        let response = self
+            .http
+            .post(self.url("/v1/admin/tenants"))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .expect("create tenant");
+        assert_eq!(response.status(), 201, "{:?}", response.text().await);
+        let created: Value = response.json().await.expect("json");
+        Tenant {
+            id: created["tenant_id"]
+                .as_str()
+                .expect("tenant_id")
+                .to_string(),
+            key: created["api_key"].as_str().expect("api_key").to_string(),
+        }
+    }
+
+    /// `GET /v1/admin/tenants/{id}`.
+    pub async fn tenant_usage(&self, tenant: &Tenant) -> (i64, i64) {
+        let view: Value = self
+            .http
+            .get(self.url(&format!("/v1/admin/tenants/{}", tenant.id)))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("get tenant")
+            .json()
+            .await
+            .expect("json");
+        (
+            view["reserved_bytes"].as_i64().expect("reserved"),
+            view["active_uploads"].as_i64().expect("active"),
+        )
+    }
+
+    /// `POST /v1/uploads` as `tenant`; returns status and body.
+    pub async fn initiate(&self, tenant: &Tenant, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url("/v1/uploads"))
+            .bearer_auth(&tenant.key)
+            .json(body)
+            .send()
+            .await
+            .expect("initiate");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// Every lifecycle event of `tenant_id` currently in Kafka, in log order, read from the
+/// offsets at `since_ms` (milliseconds since the epoch) up to each partition's end.
+pub fn lifecycle_events(tenant_id: &str, since_ms: i64) -> Vec<Event> {
+    let config = testing::stack_config();
+    let consumer: BaseConsumer = base_client_config(&config.kafka, "ingest-api-tests")
+        .set("group.id", testing::unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let partitions = topics::spec(topics::LIFECYCLE)
+        .expect("declared")
+        .partitions;
+    let mut by_time = TopicPartitionList::new();
+    for partition in 0..partitions {
+        by_time
+            .add_partition_offset(topics::LIFECYCLE, partition, Offset::Offset(since_ms))
+            .expect("tpl");
+    }
+    let start = consumer
+        .offsets_for_times(by_time, Duration::from_secs(10))
+        .expect("offsets for times");
+    let mut ends = Vec::new();
+    let mut assignment = TopicPartitionList::new();
+    for element in start.elements() {
+        let (_, high) = consumer
+            .fetch_watermarks(
+                topics::LIFECYCLE,
+                element.partition(),
+                Duration::from_secs(10),
+            )
+            .expect("watermarks");
+        let from = match element.offset() {
+            Offset::Offset(o) => o,
+            _ => high,
+        };
+        if from < high {
+            assignment
+                .add_partition_offset(topics::LIFECYCLE, element.partition(), Offset::Offset(from))
+                .expect("tpl");
+            ends.push((element.partition(), high));
+        }
+    }
+    let mut events = Vec::new();
+    if ends.is_empty() {
+        return events;
+    }
+    consumer.assign(&assignment).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut positions: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
+    while ends
+        .iter()
+        .any(|(p, high)| positions.get(p).copied().unwrap_or(-1) + 1 < *high)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "could not read the lifecycle topic to its end"
+        );
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        positions.insert(message.partition(), message.offset());
+        let Some(payload) = message.payload() else {
+            continue;
+        };
+        let Ok(event) = tributary_schemas::decode(payload) else {
+            continue;
+        };
+        if event.meta.tenant_id == tenant_id {
+            events.push(event);
+        }
+    }
+    events
+}
+
+/// Milliseconds since the epoch, to mark where a test starts reading the log.
+pub fn now_ms() -> i64 {
+    tributary_schemas::now_micros() / 1000
+}
+
+/// The event types of `events`, in order.
+pub fn types(events: &[Event]) -> Vec<&'static str> {
+    events.iter().map(Event::event_type).collect()
+}

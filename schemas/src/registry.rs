@@ -130,6 +130,13 @@ pub enum RegistryError {
     },
 }
 
+/// Pauses before each retry of a registration the registry answered with 409 or 5xx.
+pub const REGISTER_RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(300),
+    Duration::from_millis(900),
+];
+
 /// Longest error body quoted in a [`RegistryError::Status`].
 const MAX_QUOTED_BODY: usize = 512;
 
@@ -218,6 +225,12 @@ impl RegistryClient {
 
     /// Registers `schema_json` under `subject` (`POST /subjects/{subject}/versions`); returns
     /// its global id. Registering an already registered schema returns the existing id.
+    ///
+    /// Registering is idempotent, so a 409 or 5xx answer is retried
+    /// ([`REGISTER_RETRY_DELAYS`]): when several processes register the same new subject at
+    /// once, a registry may fail all but one of them (Apicurio 2.4 answers 409 "artifact already
+    /// exists" or 500 with a database lock timeout), and the retry then finds the schema
+    /// registered. A schema the registry refuses as incompatible is refused again and reported.
     pub async fn register(&self, subject: &str, schema_json: &str) -> Result<u32, RegistryError> {
         let url = self.url(&["subjects", subject, "versions"]);
         let body = serde_json::to_string(&RegisterSchemaRequest {
@@ -228,15 +241,24 @@ impl RegistryClient {
             url: url.clone(),
             reason: e.to_string(),
         })?;
-        let request = self
-            .http
-            .post(&url)
-            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
-            .header(reqwest::header::ACCEPT, CONTENT_TYPE)
-            .body(body);
-        let (status, text) = send("POST", &url, request).await?;
-        let response: RegisterSchemaResponse = parse_response("POST", &url, status, &text)?;
-        Ok(response.id)
+        let mut delays = REGISTER_RETRY_DELAYS.iter();
+        loop {
+            let request = self
+                .http
+                .post(&url)
+                .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+                .header(reqwest::header::ACCEPT, CONTENT_TYPE)
+                .body(body.clone());
+            let (status, text) = send("POST", &url, request).await?;
+            match parse_response::<RegisterSchemaResponse>("POST", &url, status, &text) {
+                Ok(response) => return Ok(response.id),
+                Err(err) if status == 409 || status >= 500 => match delays.next() {
+                    Some(delay) => tokio::time::sleep(*delay).await,
+                    None => return Err(err),
+                },
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     /// The schema JSON registered under `id` (`GET /schemas/ids/{id}`).

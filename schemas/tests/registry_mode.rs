@@ -1,12 +1,8 @@
-//! Registry mode ([`SchemaCatalog::from_registry`]) without a registry.
-//!
-//! No Confluent-compatible Schema Registry is available on this machine: `pip install karapace`
-//! fails at once with "No matching distribution found for karapace" (the package index serves
-//! no karapace distribution), and Confluent's own registry is not published to the package
-//! registries we can reach. A fake registry written in this test would only prove the client
-//! agrees with itself, so there is no end-to-end registry test here. What is tested: the JSON
-//! request/response handling (unit tests in `src/registry.rs`), URL validation, behaviour when
-//! the registry is unreachable, and the lazy-fetch path's behaviour without a registry.
+//! Registry mode ([`SchemaCatalog::from_registry`]) without a registry: URL validation,
+//! behaviour when the registry is unreachable, and the lazy-fetch path's behaviour without a
+//! registry. The JSON request/response handling has unit tests in `src/registry.rs`; the
+//! end-to-end tests against a real registry (Apicurio, started by `./devstack test`) are in
+//! `registry_live.rs`.
 
 use std::net::TcpListener;
 

@@ -14,6 +14,7 @@ mod auth;
 mod error;
 mod health;
 mod json;
+mod rate_limit;
 mod registry;
 mod routes;
 mod settings;

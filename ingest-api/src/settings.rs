@@ -35,6 +35,12 @@ pub struct ApiSettings {
     pub default_max_concurrent_uploads: i32,
     /// Largest request body, bytes (uploads never go through the API).
     pub max_body_bytes: usize,
+    /// Sustained requests per second per tenant (per API instance).
+    pub rate_limit_per_second: f64,
+    /// Burst of requests a tenant may send at once.
+    pub rate_limit_burst: f64,
+    /// Browser origins allowed by CORS, e.g. `https://app.example.com`; `*` allows any.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ApiSettings {
@@ -52,6 +58,12 @@ impl Default for ApiSettings {
             default_byte_quota: 100 << 30,
             default_max_concurrent_uploads: 100,
             max_body_bytes: 64 * 1024,
+            rate_limit_per_second: 500.0,
+            rate_limit_burst: 1000.0,
+            cors_origins: vec![
+                "http://127.0.0.1:8080".into(),
+                "http://localhost:8080".into(),
+            ],
         }
     }
 }
@@ -92,6 +104,12 @@ impl ApiSettings {
         }
         if !(60..=7 * 24 * 3600).contains(&self.part_url_ttl_secs) {
             return invalid("part_url_ttl_secs", "must be between 60 s and 7 days");
+        }
+        if !(self.rate_limit_per_second > 0.0 && self.rate_limit_burst >= 1.0) {
+            return invalid(
+                "rate_limit_per_second",
+                "rate must be positive and burst at least 1",
+            );
         }
         if self.initial_part_urls == 0 || self.max_part_urls_per_request == 0 {
             return invalid("initial_part_urls", "part url counts must be at least 1");

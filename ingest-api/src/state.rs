@@ -12,6 +12,7 @@ use tributary_runtime::{Config, cql, s3, topics};
 
 use crate::auth::KeyCache;
 use crate::auth::token::TokenSigner;
+use crate::rate_limit::RateLimiter;
 use crate::settings::ApiSettings;
 use crate::store::Store;
 
@@ -34,6 +35,8 @@ pub struct AppState {
     pub signer: TokenSigner,
     /// Recently used API keys.
     pub keys: Arc<KeyCache>,
+    /// Per-tenant request rate limits.
+    pub limiter: Arc<RateLimiter>,
     /// Metrics exposition.
     pub telemetry: Telemetry,
 }
@@ -66,6 +69,7 @@ impl AppState {
         s3::check_bucket(&s3, &config.s3)
             .await
             .context("checking storage")?;
+        let settings_rate = (settings.rate_limit_per_second, settings.rate_limit_burst);
         Ok(Self {
             config: Arc::new(config.clone()),
             signer: TokenSigner::new(settings.token_secret.as_bytes()),
@@ -75,6 +79,7 @@ impl AppState {
             store: Arc::new(store),
             s3,
             keys: Arc::new(KeyCache::default()),
+            limiter: Arc::new(RateLimiter::new(settings_rate.0, settings_rate.1)),
             telemetry,
         })
     }

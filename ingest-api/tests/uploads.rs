@@ -623,3 +623,84 @@ async fn bad_input_gets_the_right_4xx_and_emits_nothing() {
         "and reserved nothing"
     );
 }
+
+#[tokio::test]
+async fn a_tenant_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
+    let api = Api::start(&[
+        ("TRIBUTARY_API__RATE_LIMIT_PER_SECOND", "0.5"),
+        ("TRIBUTARY_API__RATE_LIMIT_BURST", "3"),
+    ])
+    .await;
+    let noisy = api.create_tenant(json!({})).await;
+    let quiet = api.create_tenant(json!({})).await;
+    let body = json!({"filename": "a.bin", "size": 10, "content_type": "application/octet-stream"});
+    for attempt in 0..3 {
+        assert_eq!(
+            api.initiate(&noisy, &body).await.0,
+            201,
+            "attempt {attempt} is within the burst"
+        );
+    }
+    let response = api
+        .http
+        .post(api.url("/v1/uploads"))
+        .bearer_auth(&noisy.key)
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 429);
+    let retry_after: u32 = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After seconds");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let error: Value = response.json().await.expect("json");
+    assert_eq!(error["error"]["code"], "rate_limited");
+    assert_eq!(
+        api.initiate(&quiet, &body).await.0,
+        201,
+        "other tenants are unaffected"
+    );
+}
+
+#[tokio::test]
+async fn cors_allows_configured_origins_only() {
+    let api = Api::start(&[(
+        "TRIBUTARY_API__CORS_ORIGINS",
+        "[\"https://app.example.com\"]",
+    )])
+    .await;
+    let preflight = |origin: &'static str| {
+        api.http
+            .request(reqwest::Method::OPTIONS, api.url("/v1/uploads"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type,idempotency-key",
+            )
+            .send()
+    };
+    let allowed = preflight("https://app.example.com")
+        .await
+        .expect("preflight");
+    assert_eq!(
+        allowed
+            .headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("https://app.example.com")
+    );
+    let denied = preflight("https://evil.example.net")
+        .await
+        .expect("preflight");
+    assert!(
+        denied
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}

@@ -35,15 +35,19 @@ pub struct Telemetry {
 }
 
 /// Installs logging, tracing and the metrics recorder for `service`. Calling it again (tests
-/// start several components in one process) returns the handle of the first call.
+/// start several components in one process, concurrently) returns the handle of the first
+/// call.
 pub fn init(service: &'static str, config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
-    static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(prometheus) = PROMETHEUS.get() {
-        return Ok(Telemetry {
-            prometheus: prometheus.clone(),
-        });
-    }
+    static INSTALLED: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    // get_or_init runs the installation once and makes concurrent callers wait for it.
+    INSTALLED
+        .get_or_init(|| install(service, config))
+        .clone()
+        .map(|prometheus| Telemetry { prometheus })
+        .map_err(TelemetryError::Metrics)
+}
 
+fn install(service: &'static str, config: &TelemetryConfig) -> Result<PrometheusHandle, String> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = SdkTracerProvider::builder().build();
     let tracer = provider.tracer(service);
@@ -74,10 +78,9 @@ pub fn init(service: &'static str, config: &TelemetryConfig) -> Result<Telemetry
 
     let prometheus = PrometheusBuilder::new()
         .install_recorder()
-        .map_err(|e| TelemetryError::Metrics(e.to_string()))?;
-    let prometheus = PROMETHEUS.get_or_init(|| prometheus).clone();
+        .map_err(|e| e.to_string())?;
     metrics::gauge!("tributary_build_info", "service" => service, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    Ok(Telemetry { prometheus })
+    Ok(prometheus)
 }
 
 impl Telemetry {

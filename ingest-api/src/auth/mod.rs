@@ -75,11 +75,14 @@ impl FromRequestParts<AppState> for Principal {
             .ok_or_else(|| ApiError::unauthorized("unknown credential"))?;
         let stored = state.keys.get(state, key_id).await?;
         match stored {
-            Some(key) if !key.revoked && api_key::verify(secret, &key.key_hash) => Ok(Self {
-                tenant_id: key.tenant_id,
-                capabilities: vec![Capability::Upload, Capability::Subscribe],
-                key_id: Some(key_id.to_string()),
-            }),
+            Some(key) if !key.revoked && api_key::verify(secret, &key.key_hash) => {
+                state.limiter.check(&key.tenant_id)?;
+                Ok(Self {
+                    tenant_id: key.tenant_id,
+                    capabilities: vec![Capability::Upload, Capability::Subscribe],
+                    key_id: Some(key_id.to_string()),
+                })
+            }
             _ => Err(ApiError::unauthorized("unknown or revoked api key")),
         }
     }

@@ -11,6 +11,7 @@ use anyhow::Context;
 use tributary_runtime::{Config, shutdown, telemetry};
 
 mod auth;
+mod cache;
 mod error;
 mod health;
 mod json;

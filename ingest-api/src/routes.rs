@@ -16,6 +16,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(openapi))
         .route("/v1/admin/tenants", post(tenants::create_tenant))
         .route("/v1/admin/tenants/{tenant_id}", get(tenants::get_tenant))
         .route(
@@ -54,6 +55,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The public contract, kept in `ingest-api/api/openapi.json`.
+const OPENAPI: &str = include_str!("../api/openapi.json");
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
 /// CORS for the configured browser origins: the page calls the API directly.
 fn cors(origins: &[String]) -> CorsLayer {
     let layer = CorsLayer::new()
@@ -73,4 +81,55 @@ fn cors(origins: &[String]) -> CorsLayer {
         .filter_map(|o| HeaderValue::from_str(o).ok())
         .collect();
     layer.allow_origin(AllowOrigin::list(allowed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OPENAPI;
+
+    /// Every route this file registers is documented in openapi.json, with its method, and the
+    /// document names no route that does not exist.
+    #[test]
+    fn openapi_documents_exactly_the_routes() {
+        let spec: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json parses");
+        let documented = spec["paths"].as_object().expect("paths");
+        let source = include_str!("routes.rs");
+        let mut registered = Vec::new();
+        // Skip this test's own text, which mentions the pattern.
+        let router_source = source.split("#[cfg(test)]").next().unwrap_or_default();
+        for chunk in router_source.split(".route(").skip(1) {
+            let mut quoted = chunk.splitn(3, '"');
+            let path = quoted.nth(1).expect("quoted path");
+            let rest = quoted.next().unwrap_or_default();
+            let method = rest
+                .trim_start_matches([',', ' ', '\n'])
+                .split('(')
+                .next()
+                .expect("method")
+                .trim();
+            registered.push(path.to_string());
+            let entry = documented
+                .get(path)
+                .unwrap_or_else(|| panic!("{path} is not in openapi.json"));
+            assert!(
+                entry.get(method).is_some(),
+                "{method} {path} is not in openapi.json"
+            );
+        }
+        for path in [
+            "/metrics",
+            "/schemas/ids/{id}",
+            "/subjects",
+            "/subjects/{subject}/versions",
+            "/subjects/{subject}/versions/{version}",
+        ] {
+            registered.push(path.to_string());
+        }
+        for path in documented.keys() {
+            assert!(
+                registered.contains(path),
+                "openapi.json documents {path}, which is not routed"
+            );
+        }
+    }
 }

@@ -10,11 +10,14 @@ use tributary_runtime::kafka::Producer;
 use tributary_runtime::telemetry::Telemetry;
 use tributary_runtime::{Config, cql, s3, topics};
 
-use crate::auth::KeyCache;
 use crate::auth::token::TokenSigner;
+use crate::cache::TtlCache;
 use crate::rate_limit::RateLimiter;
 use crate::settings::ApiSettings;
-use crate::store::Store;
+use crate::store::{Store, StoredKey, TenantPolicy};
+
+/// How long cached keys and policies are trusted before they are read again.
+const CACHE_TTL: Duration = Duration::from_secs(10);
 
 /// Shared by all request handlers; cheap to clone.
 #[derive(Clone)]
@@ -33,8 +36,11 @@ pub struct AppState {
     pub s3: aws_sdk_s3::Client,
     /// Signs and verifies browser tokens.
     pub signer: TokenSigner,
-    /// Recently used API keys.
-    pub keys: Arc<KeyCache>,
+    /// Recently used API keys; a key revoked on another instance works here for at most
+    /// `CACHE_TTL`.
+    pub keys: Arc<TtlCache<String, Option<StoredKey>>>,
+    /// Recently used tenant policies; likewise for policy changes.
+    pub policies: Arc<TtlCache<String, Option<TenantPolicy>>>,
     /// Per-tenant request rate limits.
     pub limiter: Arc<RateLimiter>,
     /// Metrics exposition.
@@ -78,7 +84,8 @@ impl AppState {
             cql,
             store: Arc::new(store),
             s3,
-            keys: Arc::new(KeyCache::default()),
+            keys: Arc::new(TtlCache::new(CACHE_TTL)),
+            policies: Arc::new(TtlCache::new(CACHE_TTL)),
             limiter: Arc::new(RateLimiter::new(settings_rate.0, settings_rate.1)),
             telemetry,
         })

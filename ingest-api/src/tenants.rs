@@ -305,6 +305,7 @@ pub async fn set_policy(
         .put_tenant(&policy, at)
         .await
         .map_err(|e| ApiError::unavailable("cql", e))?;
+    state.policies.forget(&tenant_id);
     Ok(Json(PolicyView::from(&policy)))
 }
 

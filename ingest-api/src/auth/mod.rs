@@ -4,22 +4,13 @@
 pub mod api_key;
 pub mod token;
 
-use std::collections::HashMap;
-use std::sync::RwLock;
-use std::time::{Duration, Instant};
-
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::StoredKey;
 pub use token::Capability;
-
-/// How long a looked-up key is trusted before it is read again: the bound on how long a
-/// revoked key keeps working on other API instances (the revoking instance forgets at once).
-const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 
 /// An authenticated tenant caller.
 #[derive(Debug, Clone)]
@@ -73,7 +64,11 @@ impl FromRequestParts<AppState> for Principal {
         }
         let (key_id, secret) = api_key::parse(credential)
             .ok_or_else(|| ApiError::unauthorized("unknown credential"))?;
-        let stored = state.keys.get(state, key_id).await?;
+        let stored = state
+            .keys
+            .get_or_load(&key_id.to_string(), state.store.key(key_id))
+            .await
+            .map_err(|e| ApiError::unavailable("cql", e))?;
         match stored {
             Some(key) if !key.revoked && api_key::verify(secret, &key.key_hash) => {
                 state.limiter.check(&key.tenant_id)?;
@@ -104,44 +99,6 @@ impl FromRequestParts<AppState> for Admin {
             Ok(Self)
         } else {
             Err(ApiError::unauthorized("invalid admin token"))
-        }
-    }
-}
-
-/// A small time-bounded cache of API keys, so authentication costs no database read on the
-/// hot path.
-#[derive(Debug, Default)]
-pub struct KeyCache {
-    entries: RwLock<HashMap<String, (Option<StoredKey>, Instant)>>,
-}
-
-impl KeyCache {
-    async fn get(&self, state: &AppState, key_id: &str) -> Result<Option<StoredKey>, ApiError> {
-        if let Ok(entries) = self.entries.read()
-            && let Some((key, fetched)) = entries.get(key_id)
-            && fetched.elapsed() < KEY_CACHE_TTL
-        {
-            return Ok(key.clone());
-        }
-        let key = state
-            .store
-            .key(key_id)
-            .await
-            .map_err(|e| ApiError::unavailable("cql", e))?;
-        if let Ok(mut entries) = self.entries.write() {
-            // Bounded: unknown ids are cached too (against brute force), so cap the size.
-            if entries.len() > 100_000 {
-                entries.clear();
-            }
-            entries.insert(key_id.to_string(), (key.clone(), Instant::now()));
-        }
-        Ok(key)
-    }
-
-    /// Forgets a key (after revocation on this instance).
-    pub fn forget(&self, key_id: &str) {
-        if let Ok(mut entries) = self.entries.write() {
-            entries.remove(key_id);
         }
     }
 }

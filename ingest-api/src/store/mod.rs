@@ -167,10 +167,11 @@ pub struct Store {
     update_session_state: PreparedStatement,
     insert_part: PreparedStatement,
     select_parts: PreparedStatement,
+    select_part: PreparedStatement,
     claim_idempotency: PreparedStatement,
     select_idempotency: PreparedStatement,
     delete_idempotency: PreparedStatement,
-    quota: quota::QuotaStatements,
+    quota: Arc<quota::Quota>,
 }
 
 impl std::fmt::Debug for Store {
@@ -211,10 +212,11 @@ impl Store {
             update_session_state: prepare("UPDATE {ks}.api_sessions USING TIMESTAMP ? SET state = ? WHERE upload_id = ?".into()).await?,
             insert_part: prepare("INSERT INTO {ks}.api_parts (upload_id, part_number, etag, size) VALUES (?, ?, ?, ?) USING TIMESTAMP ?".into()).await?,
             select_parts: prepare("SELECT part_number, etag, size FROM {ks}.api_parts WHERE upload_id = ?".into()).await?,
+            select_part: prepare("SELECT etag, size FROM {ks}.api_parts WHERE upload_id = ? AND part_number = ?".into()).await?,
             claim_idempotency: prepare("INSERT INTO {ks}.api_idempotency (tenant_id, idempotency_key, upload_id, request_hash) VALUES (?, ?, ?, ?) IF NOT EXISTS".into()).await?,
             select_idempotency: prepare("SELECT upload_id, request_hash FROM {ks}.api_idempotency WHERE tenant_id = ? AND idempotency_key = ?".into()).await?,
             delete_idempotency: prepare("DELETE FROM {ks}.api_idempotency WHERE tenant_id = ? AND idempotency_key = ? IF upload_id = ?".into()).await?,
-            quota: quota::QuotaStatements::prepare(&session, keyspace).await?,
+            quota: Arc::new(quota::Quota::prepare(session.clone(), keyspace).await?),
             session,
         })
     }
@@ -241,9 +243,7 @@ impl Store {
             )
             .await
             .map_err(|e| fail("insert tenant", e))?;
-        self.quota
-            .ensure_row(&self.session, &policy.tenant_id)
-            .await
+        self.quota.ensure_row(&policy.tenant_id).await
     }
 
     /// A tenant's policy.
@@ -330,7 +330,7 @@ impl Store {
         policy: &TenantPolicy,
         bytes: i64,
     ) -> Result<Reservation, ReserveError> {
-        self.quota.reserve(&self.session, policy, bytes).await
+        self.quota.reserve(policy, bytes).await
     }
 
     /// Gives back a reservation (failed initiation, abort, expiry).
@@ -340,14 +340,12 @@ impl Store {
         bytes: i64,
         uploads: i32,
     ) -> Result<(), StoreError> {
-        self.quota
-            .release(&self.session, tenant_id, bytes, uploads)
-            .await
+        self.quota.release(tenant_id, bytes, uploads).await
     }
 
     /// Current usage of a tenant: (reserved bytes, active uploads).
     pub async fn usage(&self, tenant_id: &str) -> Result<(i64, i32), StoreError> {
-        self.quota.read(&self.session, tenant_id).await
+        self.quota.read(tenant_id).await
     }
 
     /// Records a session (after its `UploadInitiated` was acknowledged).
@@ -475,6 +473,22 @@ impl Store {
             .map_err(|e| fail("select parts", e))?
             .map(|r| r.map_err(|e| fail("select parts", e)))
             .collect()
+    }
+
+    /// One confirmed part: (etag, size).
+    pub async fn part(
+        &self,
+        upload_id: &str,
+        number: i32,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        self.session
+            .execute_unpaged(&self.select_part, (upload_id, number))
+            .await
+            .map_err(|e| fail("select part", e))?
+            .into_rows_result()
+            .map_err(|e| fail("select part", e))?
+            .maybe_first_row::<(String, i64)>()
+            .map_err(|e| fail("select part", e))
     }
 
     /// Claims an idempotency key for a new upload id. Returns `None` when claimed, or the

@@ -4,7 +4,7 @@
 SERVICES_STATE="$TRIBUTARY_STATE_DIR/services"
 # The binaries `./devstack up` runs, each with the port whose opening means it is serving;
 # each new service binary is added here.
-TRIBUTARY_SERVICES=(ingest-api:8080)
+TRIBUTARY_SERVICES=(ingest-api:8080 projector:8082)
 
 services_up() {
   mkdir -p "$SERVICES_STATE"

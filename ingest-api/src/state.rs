@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use scylla::client::session::Session;
+use tributary_projections::read::ReadModels;
 use tributary_runtime::events::{EventPublisher, load_catalog};
 use tributary_runtime::kafka::Producer;
 use tributary_runtime::telemetry::Telemetry;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub cql: Arc<Session>,
     /// The API's command-side tables.
     pub store: Arc<Store>,
+    /// The projector's read models (status, listing).
+    pub read: Arc<ReadModels>,
     /// S3 client for presigning and multipart management (never for object bytes).
     pub s3: aws_sdk_s3::Client,
     /// Signs and verifies browser tokens.
@@ -71,6 +74,16 @@ impl AppState {
         )
         .await
         .context("preparing the api's tables")?;
+        tributary_projections::ensure_schema(
+            &cql,
+            &config.cql.keyspace,
+            config.cql.replication_factor,
+        )
+        .await
+        .context("preparing the read models")?;
+        let read = ReadModels::prepare(&cql, &config.cql.keyspace)
+            .await
+            .context("preparing read-model queries")?;
         let s3 = s3::client(&config.s3);
         s3::check_bucket(&s3, &config.s3)
             .await
@@ -83,6 +96,7 @@ impl AppState {
             events: EventPublisher::new(producer, catalog),
             cql,
             store: Arc::new(store),
+            read: Arc::new(read),
             s3,
             keys: Arc::new(TtlCache::new(CACHE_TTL)),
             policies: Arc::new(TtlCache::new(CACHE_TTL)),

@@ -5,6 +5,7 @@
 //! records every step as an event before answering.
 
 pub mod plan;
+pub mod status;
 pub mod validate;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,36 @@
+//! The read models' tables. Every write carries the event's time (`USING TIMESTAMP`), so
+//! replaying or redelivering an event changes nothing, and no table uses counters.
+
+use tributary_runtime::cql::Migration;
+
+/// Component name under which these migrations are recorded.
+pub const COMPONENT: &str = "projector";
+
+/// Read-model migrations, applied by the projector at start.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "upload read models",
+    statements: &[
+        "CREATE TABLE IF NOT EXISTS {keyspace}.uploads_by_id (upload_id text PRIMARY KEY, \
+         tenant_id text, filename text, size bigint, content_type text, bucket text, \
+         object_key text, part_size bigint, part_count int, sha256 text, \
+         metadata map<text, text>, state text, error_code text, error_message text, \
+         created_at timestamp, expires_at timestamp, updated_at timestamp)",
+        // Newest first per tenant and month: a month bucket keeps a big tenant's partitions
+        // bounded; UUIDv7 ids sort by creation time as text.
+        "CREATE TABLE IF NOT EXISTS {keyspace}.uploads_by_tenant (tenant_id text, month text, \
+         upload_id text, filename text, size bigint, content_type text, state text, \
+         PRIMARY KEY ((tenant_id, month), upload_id)) WITH CLUSTERING ORDER BY (upload_id DESC)",
+        "CREATE TABLE IF NOT EXISTS {keyspace}.tenant_months (tenant_id text, month text, \
+         PRIMARY KEY (tenant_id, month)) WITH CLUSTERING ORDER BY (month DESC)",
+        "CREATE TABLE IF NOT EXISTS {keyspace}.upload_parts (upload_id text, part_number int, \
+         etag text, size bigint, PRIMARY KEY (upload_id, part_number))",
+        "CREATE TABLE IF NOT EXISTS {keyspace}.upload_variants (upload_id text, variant text, \
+         object_key text, content_type text, size bigint, width int, height int, \
+         placeholder text, PRIMARY KEY (upload_id, variant))",
+        // What the realtime bridge replays for catch-up, in log order.
+        "CREATE TABLE IF NOT EXISTS {keyspace}.upload_timeline (upload_id text, \
+         log_partition int, log_offset bigint, event_type text, event_id text, \
+         occurred_at timestamp, PRIMARY KEY (upload_id, log_partition, log_offset))",
+    ],
+}];

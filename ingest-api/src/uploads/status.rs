@@ -67,13 +67,16 @@ pub async fn status(
         .upload(&state.cql, &upload_id)
         .await
         .map_err(unavailable_cql)?;
-    let (parts_confirmed, bytes_confirmed) = state
-        .read
-        .confirmed(&state.cql, &upload_id)
-        .await
-        .map_err(unavailable_cql)?;
     let Some(row) = row.filter(|r| r.state.is_some()) else {
-        // Not projected yet: the command side knows it was just initiated.
+        // Not projected yet: the command side answers, with its own confirmed parts so that
+        // state and counts agree.
+        let parts = state
+            .store
+            .parts(&upload_id)
+            .await
+            .map_err(unavailable_cql)?;
+        let parts_confirmed = i64::try_from(parts.len()).unwrap_or(0);
+        let bytes_confirmed = parts.iter().map(|(_, _, size)| size).sum();
         let fallback = match session.state {
             SessionState::Uploading => "initiated",
             SessionState::Completing => "assembling",
@@ -95,6 +98,11 @@ pub async fn status(
             variants: Vec::new(),
         }));
     };
+    let (parts_confirmed, bytes_confirmed) = state
+        .read
+        .confirmed(&state.cql, &upload_id)
+        .await
+        .map_err(unavailable_cql)?;
     let mut variants = Vec::new();
     let presign = PresigningConfig::expires_in(VARIANT_URL_TTL)
         .map_err(|e| ApiError::unavailable("presigner", e))?;

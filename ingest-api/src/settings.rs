@@ -41,6 +41,10 @@ pub struct ApiSettings {
     pub rate_limit_burst: f64,
     /// Browser origins allowed by CORS, e.g. `https://app.example.com`; `*` allows any.
     pub cors_origins: Vec<String>,
+    /// Whether the API sets the bucket's CORS rule for `cors_origins` at start-up (handy
+    /// locally; in production the deployment owns the bucket's CORS and the API's role may
+    /// not be allowed to change it).
+    pub manage_bucket_cors: bool,
 }
 
 impl Default for ApiSettings {
@@ -64,6 +68,7 @@ impl Default for ApiSettings {
                 "http://127.0.0.1:8080".into(),
                 "http://localhost:8080".into(),
             ],
+            manage_bucket_cors: true,
         }
     }
 }

@@ -88,6 +88,13 @@ impl AppState {
         s3::check_bucket(&s3, &config.s3)
             .await
             .context("checking storage")?;
+        if settings.manage_bucket_cors
+            && let Err(error) =
+                s3::ensure_bucket_cors(&s3, &config.s3, &settings.cors_origins).await
+        {
+            // Browsers then cannot upload directly, but server-side clients still can.
+            tracing::warn!(%error, "could not set the bucket's CORS rule");
+        }
         let settings_rate = (settings.rate_limit_per_second, settings.rate_limit_burst);
         Ok(Self {
             config: Arc::new(config.clone()),

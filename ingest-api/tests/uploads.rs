@@ -704,3 +704,60 @@ async fn cors_allows_configured_origins_only() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn storage_lets_configured_browser_origins_put_parts_and_read_the_etag() {
+    let api = Api::start(&[
+        (
+            "TRIBUTARY_API__CORS_ORIGINS",
+            "[\"https://app.example.com\"]",
+        ),
+        ("TRIBUTARY_API__MANAGE_BUCKET_CORS", "true"),
+    ])
+    .await;
+    let tenant = api.create_tenant(json!({})).await;
+    let (status, session) = api
+        .initiate(
+            &tenant,
+            &json!({"filename": "a.bin", "size": 10, "content_type": "application/octet-stream"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let url = part_url(&session, 1);
+    let preflight = api
+        .http
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "PUT")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(
+        preflight
+            .headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("https://app.example.com")
+    );
+    let put = api
+        .http
+        .put(&url)
+        .header("origin", "https://app.example.com")
+        .body(vec![0u8; 10])
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status(), 200);
+    let exposed = put
+        .headers()
+        .get("access-control-expose-headers")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(
+        exposed.contains("etag"),
+        "ETag must be readable by the page: {exposed:?}"
+    );
+}

@@ -67,3 +67,41 @@ pub async fn check_bucket(client: &aws_sdk_s3::Client, config: &S3Config) -> Res
             reason: aws_sdk_s3::error::DisplayErrorContext(&error).to_string(),
         })
 }
+
+/// Lets browsers of `origins` PUT parts and GET variants directly: the bucket's CORS rule
+/// allows those methods and exposes `ETag`, which clients need to confirm parts (Uppy fails
+/// with "Missing ETag" otherwise). Idempotent; replaces the bucket's CORS configuration.
+pub async fn ensure_bucket_cors(
+    client: &aws_sdk_s3::Client,
+    config: &S3Config,
+    origins: &[String],
+) -> Result<(), S3Error> {
+    use aws_sdk_s3::types::{CorsConfiguration, CorsRule};
+    let unreachable = |reason: String| S3Error::Unreachable {
+        bucket: config.bucket.clone(),
+        endpoint: config.endpoint.clone().unwrap_or_else(|| "aws".into()),
+        reason,
+    };
+    let rule = CorsRule::builder()
+        .set_allowed_origins(Some(origins.to_vec()))
+        .allowed_methods("PUT")
+        .allowed_methods("GET")
+        .allowed_methods("HEAD")
+        .allowed_headers("*")
+        .expose_headers("ETag")
+        .max_age_seconds(3000)
+        .build()
+        .map_err(|e| unreachable(e.to_string()))?;
+    let cors = CorsConfiguration::builder()
+        .cors_rules(rule)
+        .build()
+        .map_err(|e| unreachable(e.to_string()))?;
+    client
+        .put_bucket_cors()
+        .bucket(&config.bucket)
+        .cors_configuration(cors)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| unreachable(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))
+}

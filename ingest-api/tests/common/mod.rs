@@ -54,6 +54,8 @@ impl Api {
         let child = Command::new(env!("CARGO_BIN_EXE_ingest-api"))
             .env("TRIBUTARY_HTTP__LISTEN", &listen)
             .env("RUST_LOG", "warn")
+            // The bucket's CORS rule is shared state: only the test about it changes it.
+            .env("TRIBUTARY_API__MANAGE_BUCKET_CORS", "false")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

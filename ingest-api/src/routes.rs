@@ -46,6 +46,8 @@ pub fn router(state: AppState) -> Router {
             put(uploads::confirm_part),
         )
         .route("/v1/uploads/{upload_id}/complete", post(uploads::complete))
+        .merge(uploads::uppy::routes())
+        .nest("/v1/uppy/{token}", uploads::uppy::routes())
         .merge(registry::router())
         .merge(state.telemetry.metrics_router())
         .fallback(|| async { ApiError::not_found("no such route") })
@@ -133,6 +135,12 @@ mod tests {
             "/subjects",
             "/subjects/{subject}/versions",
             "/subjects/{subject}/versions/{version}",
+            // uploads::uppy::routes(), merged at the root and nested under /v1/uppy/{token}.
+            "/s3/multipart",
+            "/s3/multipart/{upload_id}",
+            "/s3/multipart/{upload_id}/complete",
+            "/s3/multipart/{upload_id}/{part_number}",
+            "/s3/params",
         ] {
             registered.push(path.to_string());
         }

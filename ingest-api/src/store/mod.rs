@@ -329,8 +329,9 @@ impl Store {
         &self,
         policy: &TenantPolicy,
         bytes: i64,
+        uploads: i32,
     ) -> Result<Reservation, ReserveError> {
-        self.quota.reserve(policy, bytes).await
+        self.quota.reserve(policy, bytes, uploads).await
     }
 
     /// Gives back a reservation (failed initiation, abort, expiry).

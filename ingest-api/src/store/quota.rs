@@ -61,6 +61,7 @@ pub enum ReserveError {
 struct Pending {
     policy: TenantPolicy,
     bytes: i64,
+    uploads: i32,
     reply: oneshot::Sender<Result<Reservation, ReserveError>>,
 }
 
@@ -146,11 +147,13 @@ impl Quota {
         self: &Arc<Self>,
         policy: &TenantPolicy,
         bytes: i64,
+        uploads: i32,
     ) -> Result<Reservation, ReserveError> {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             policy: policy.clone(),
             bytes,
+            uploads,
             reply,
         };
         let start_drain = {
@@ -237,13 +240,15 @@ impl Quota {
                         reserved,
                         requested: pending.bytes,
                     })
-                } else if active >= policy.max_concurrent_uploads {
+                } else if pending.uploads > 0
+                    && active + pending.uploads > policy.max_concurrent_uploads
+                {
                     Err(ReserveError::TooManyUploads {
                         limit: policy.max_concurrent_uploads,
                     })
                 } else {
                     reserved += pending.bytes;
-                    active += 1;
+                    active += pending.uploads;
                     Ok(Reservation {
                         bytes: pending.bytes,
                     })

@@ -6,6 +6,7 @@
 
 pub mod plan;
 pub mod status;
+pub mod uppy;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -381,7 +382,7 @@ async fn create_session(
     upload_id: &str,
 ) -> Result<UploadSession, ApiError> {
     let tenant_id = &principal.tenant_id;
-    timed("reserve", state.store.reserve(policy, checked.size))
+    timed("reserve", state.store.reserve(policy, checked.size, 1))
         .await
         .map_err(|error| match error {
             ReserveError::QuotaExceeded { .. } => {
@@ -742,6 +743,12 @@ pub async fn complete(
             ));
         }
         SessionState::Uploading => {}
+    }
+    if session.part_count == 0 {
+        return Err(ApiError::conflict(
+            "client_planned",
+            "this upload was started through the Uppy routes; complete it there",
+        ));
     }
     let confirmed = state
         .store

@@ -186,6 +186,9 @@ impl Quota {
 
     /// Decides the tenant's queued reservations batch by batch until the queue is empty.
     async fn drain(self: Arc<Self>, tenant_id: String) {
+        // The usage this task last wrote: the next batch starts from it instead of reading
+        // again, and a compare-and-set that fails (another writer) makes it read afresh.
+        let mut known: Option<(i64, i32)> = None;
         loop {
             let batch: Vec<Pending> = {
                 let mut queues = self
@@ -203,7 +206,7 @@ impl Quota {
                 queue.drain(..take).collect()
             };
             metrics::histogram!("tributary_quota_batch_size").record(batch.len() as f64);
-            let decisions = self.decide(&tenant_id, &batch).await;
+            let decisions = self.decide(&tenant_id, &batch, &mut known).await;
             match decisions {
                 Ok(decisions) => {
                     for (pending, decision) in batch.into_iter().zip(decisions) {
@@ -227,9 +230,15 @@ impl Quota {
         &self,
         tenant_id: &str,
         batch: &[Pending],
+        known: &mut Option<(i64, i32)>,
     ) -> Result<Vec<Result<Reservation, ReserveError>>, StoreError> {
         for _ in 0..MAX_ATTEMPTS {
-            let current = self.read(tenant_id).await?;
+            let cached = known.take();
+            let from_cache = cached.is_some();
+            let current = match cached {
+                Some(usage) => usage,
+                None => self.read(tenant_id).await?,
+            };
             let (mut reserved, mut active) = current;
             let mut decisions = Vec::with_capacity(batch.len());
             for pending in batch {
@@ -255,6 +264,10 @@ impl Quota {
                 };
                 decisions.push(decision);
             }
+            // A refusal must rest on fresh usage: a release elsewhere may have made room.
+            if from_cache && decisions.iter().any(Result::is_err) {
+                continue;
+            }
             if (reserved, active) == current {
                 // Nothing granted: nothing to write.
                 return Ok(decisions);
@@ -263,6 +276,7 @@ impl Quota {
                 .compare_and_set(tenant_id, current, (reserved, active))
                 .await?
             {
+                *known = Some((reserved, active));
                 return Ok(decisions);
             }
         }

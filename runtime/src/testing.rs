@@ -47,7 +47,7 @@ pub async fn create_topic(config: &Config, name: &str, partitions: i32) -> Resul
         .map_err(KafkaError::Setup)?;
     for result in results {
         if let Err((topic, code)) = result {
-            return Err(KafkaError::MissingTopic(format!("{topic} ({code})")));
+            return Err(KafkaError::Admin(format!("create topic {topic}: {code}")));
         }
     }
     Ok(())
@@ -64,4 +64,41 @@ pub async fn delete_topic(config: &Config, name: &str) -> Result<(), KafkaError>
         .await
         .map_err(KafkaError::Setup)?;
     Ok(())
+}
+
+/// Commits, for consumer group `group`, the current end of every partition of `topic`, so a
+/// consumer of that group started afterwards sees only what is produced from now on (tests
+/// that must not replay a long shared log).
+pub async fn start_group_at_end(
+    config: &Config,
+    group: &str,
+    topic: &str,
+) -> Result<(), KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let consumer: BaseConsumer = crate::kafka::base_client_config(&config.kafka, "tributary-tests")
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(KafkaError::Setup)?;
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .map_err(KafkaError::Setup)?;
+        let mut ends = TopicPartitionList::new();
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let (_, high) = consumer
+                .fetch_watermarks(&topic, partition.id(), Duration::from_secs(10))
+                .map_err(KafkaError::Setup)?;
+            ends.add_partition_offset(&topic, partition.id(), Offset::Offset(high))
+                .map_err(KafkaError::Setup)?;
+        }
+        consumer
+            .commit(&ends, CommitMode::Sync)
+            .map_err(KafkaError::Setup)
+    })
+    .await
+    .map_err(|e| KafkaError::Task(e.to_string()))?
 }

@@ -207,6 +207,17 @@ async fn policy_of(state: &AppState, tenant_id: &str) -> Result<TenantPolicy, Ap
         .ok_or_else(|| ApiError::unauthorized("unknown tenant"))
 }
 
+/// The envelope of the next event about `session`: same tenant, upload and correlation id.
+fn session_meta(session: &UploadSession) -> EventMeta {
+    EventMeta::new(
+        &session.tenant_id,
+        Some(session.upload_id.clone()),
+        AppState::producer_name(),
+        &session.correlation_id,
+        None,
+    )
+}
+
 /// Refuses work on a session whose time ran out (the janitor will expire it).
 fn ensure_not_expired(session: &UploadSession) -> Result<(), ApiError> {
     if session.state == SessionState::Uploading && now_micros() > session.expires_at {
@@ -669,13 +680,7 @@ pub async fn confirm_part(
         .map_err(unavailable_cql)?;
     let duplicate = already.is_some_and(|(etag, _)| etag == stored_etag);
     if !duplicate {
-        let meta = EventMeta::new(
-            &session.tenant_id,
-            Some(upload_id.clone()),
-            AppState::producer_name(),
-            &session.correlation_id,
-            None,
-        );
+        let meta = session_meta(&session);
         let at = meta.occurred_at;
         let event = Event::new(
             meta,
@@ -769,13 +774,7 @@ pub async fn complete(
             ),
         ));
     }
-    let meta = EventMeta::new(
-        &session.tenant_id,
-        Some(upload_id.clone()),
-        AppState::producer_name(),
-        &session.correlation_id,
-        None,
-    );
+    let meta = session_meta(&session);
     let at = meta.occurred_at;
     state
         .events
@@ -805,13 +804,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     principal.require(Capability::Upload)?;
     let session = own_session(&state, &principal, &upload_id).await?;
-    let meta = EventMeta::new(
-        &session.tenant_id,
-        Some(upload_id.clone()),
-        AppState::producer_name(),
-        &session.correlation_id,
-        None,
-    );
+    let meta = session_meta(&session);
     let at = meta.occurred_at;
     let (event, next, status) = match session.state {
         SessionState::Aborted | SessionState::Deleted => return Ok(StatusCode::NO_CONTENT),

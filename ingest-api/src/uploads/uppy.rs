@@ -28,7 +28,7 @@ use tributary_schemas::{
     Event, EventMeta, PartConfirmed, UploadCompletionRequested, UploadInitiated, now_micros,
 };
 
-use super::{own_session, policy_of, unavailable_cql, validate};
+use super::{own_session, policy_of, session_meta, unavailable_cql, validate};
 use crate::auth::{Capability, Principal};
 use crate::error::ApiError;
 use crate::json::JsonBody;
@@ -466,13 +466,7 @@ pub async fn complete(
         .map_err(reserve_error)?;
 
     for (number, etag, part_size) in &verified {
-        let meta = EventMeta::new(
-            &session.tenant_id,
-            Some(session.upload_id.clone()),
-            AppState::producer_name(),
-            &session.correlation_id,
-            None,
-        );
+        let meta = session_meta(&session);
         let at = meta.occurred_at;
         let event = Event::new(
             meta,
@@ -492,13 +486,7 @@ pub async fn complete(
             .await
             .map_err(unavailable_cql)?;
     }
-    let meta = EventMeta::new(
-        &session.tenant_id,
-        Some(session.upload_id.clone()),
-        AppState::producer_name(),
-        &session.correlation_id,
-        None,
-    );
+    let meta = session_meta(&session);
     if let Err(error) = state
         .events
         .publish(&Event::new(meta, UploadCompletionRequested {}))

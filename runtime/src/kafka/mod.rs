@@ -40,6 +40,9 @@ pub enum KafkaError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// An administrative request (create or delete a topic) was refused.
+    #[error("kafka admin request failed: {0}")]
+    Admin(String),
     /// A blocking helper task panicked or was cancelled.
     #[error("kafka background task failed: {0}")]
     Task(String),

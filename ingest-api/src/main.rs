@@ -18,6 +18,7 @@ mod json;
 mod rate_limit;
 mod registry;
 mod routes;
+mod session;
 mod settings;
 mod state;
 mod store;

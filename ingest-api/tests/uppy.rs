@@ -279,3 +279,62 @@ async fn companion_routes_refuse_what_they_must() {
         ["UploadInitiated", "UploadAborted"]
     );
 }
+
+#[tokio::test]
+async fn a_same_origin_page_can_use_the_companion_routes_with_a_session_cookie() {
+    let api = Api::start(&[]).await;
+    let tenant = api.create_tenant(json!({})).await;
+    let http = &api.http;
+    let set = http
+        .post(api.url("/v1/session"))
+        .json(&json!({"token": token(&api, &tenant).await}))
+        .send()
+        .await
+        .expect("session");
+    assert_eq!(set.status(), 204);
+    let cookie = set
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("set-cookie")
+        .to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().expect("name=value").to_string();
+
+    let body = json!({"filename": "a.bin", "type": "application/octet-stream", "metadata": {}});
+    let with_cookie = http
+        .post(api.url("/s3/multipart"))
+        .header("cookie", &pair)
+        .json(&body)
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(with_cookie.status(), 200);
+    let created: Value = with_cookie.json().await.expect("json");
+    assert!(created["uploadId"].is_string());
+    let without = http
+        .post(api.url("/s3/multipart"))
+        .json(&body)
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(without.status(), 401);
+    let forged = http
+        .post(api.url("/s3/multipart"))
+        .header("cookie", "tributary_token=trt_e30.AAAA")
+        .json(&body)
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(forged.status(), 401);
+    let refused = http
+        .post(api.url("/v1/session"))
+        .json(&json!({"token": "trt_e30.AAAA"}))
+        .send()
+        .await
+        .expect("session");
+    assert_eq!(refused.status(), 401);
+}

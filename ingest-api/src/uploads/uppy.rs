@@ -58,12 +58,24 @@ impl FromRequestParts<AppState> for UppyCaller {
         let params: Path<HashMap<String, String>> = Path::from_request_parts(parts, state)
             .await
             .map_err(|_| ApiError::not_found("no such route"))?;
-        let principal = match params.get("token") {
+        // The token in the endpoint path, else the Authorization header, else the
+        // same-origin session cookie.
+        let token = match params.get("token") {
+            Some(token) => Some(token.clone()),
+            None if parts
+                .headers
+                .contains_key(axum::http::header::AUTHORIZATION) =>
+            {
+                None
+            }
+            None => crate::session::token_from_cookie(&parts.headers),
+        };
+        let principal = match token {
             Some(token) => {
                 let now = now_micros() / 1_000_000;
                 let claims = state
                     .signer
-                    .verify(token, now)
+                    .verify(&token, now)
                     .map_err(|e| ApiError::unauthorized(e.to_string()))?;
                 state.limiter.check(&claims.tid)?;
                 Principal {

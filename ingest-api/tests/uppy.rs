@@ -338,3 +338,54 @@ async fn a_same_origin_page_can_use_the_companion_routes_with_a_session_cookie()
         .expect("session");
     assert_eq!(refused.status(), 401);
 }
+
+/// Real Uppy — `@uppy/core` and `@uppy/aws-s3` 6.3.1 from npm (lock file in `uppy-node/`,
+/// installed by `./devstack`) — run in Node against the token-scoped Companion endpoint.
+#[tokio::test]
+async fn real_uppy_uploads_a_file_end_to_end() {
+    let api = Api::start(&[]).await;
+    let tenant = api.create_tenant(json!({})).await;
+    let since = now_ms();
+    let endpoint = api.url(&format!("/v1/uppy/{}", token(&api, &tenant).await));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/uppy-node/upload.mjs");
+    let size = 12_000_000_i64;
+    let output = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(&endpoint)
+        .arg(size.to_string())
+        .output()
+        .await
+        .expect("node runs (./devstack installs the npm packages)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "uppy run failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .expect("uppy's result as json");
+    assert_eq!(
+        result["failed"].as_array().map(Vec::len),
+        Some(0),
+        "{result}"
+    );
+    assert_eq!(
+        result["successful"].as_array().map(Vec::len),
+        Some(1),
+        "{result}"
+    );
+
+    // Uppy's 5 MiB chunks became server-verified parts, then the completion request.
+    let events = lifecycle_events(&tenant.id, since);
+    assert_eq!(
+        types(&events),
+        [
+            "UploadInitiated",
+            "PartConfirmed",
+            "PartConfirmed",
+            "PartConfirmed",
+            "UploadCompletionRequested"
+        ]
+    );
+    assert_eq!(api.tenant_usage(&tenant).await, (size, 1));
+}

@@ -8,6 +8,7 @@ use scylla::client::session::Session;
 use tributary_projections::read::ReadModels;
 use tributary_runtime::events::{EventPublisher, load_catalog};
 use tributary_runtime::kafka::Producer;
+use tributary_runtime::presign::Presigner;
 use tributary_runtime::telemetry::Telemetry;
 use tributary_runtime::{Config, cql, s3, topics};
 
@@ -37,6 +38,8 @@ pub struct AppState {
     pub read: Arc<ReadModels>,
     /// S3 client for presigning and multipart management (never for object bytes).
     pub s3: aws_sdk_s3::Client,
+    /// Signs part and object URLs (one HMAC per URL).
+    pub presigner: Arc<Presigner>,
     /// Signs and verifies browser tokens.
     pub signer: TokenSigner,
     /// Recently used API keys; a key revoked on another instance works here for at most
@@ -96,7 +99,9 @@ impl AppState {
             tracing::warn!(%error, "could not set the bucket's CORS rule");
         }
         let settings_rate = (settings.rate_limit_per_second, settings.rate_limit_burst);
+        let presigner = Arc::new(Presigner::new(&config.s3)?);
         Ok(Self {
+            presigner,
             config: Arc::new(config.clone()),
             signer: TokenSigner::new(settings.token_secret.as_bytes()),
             settings: Arc::new(settings),

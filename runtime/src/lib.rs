@@ -6,6 +6,7 @@
 //! - [`events`]: publishing and decoding Avro events (Confluent wire format) on Kafka.
 //! - [`cql`]: ScyllaDB/Cassandra session and versioned migrations.
 //! - [`s3`]: the S3 client for Garage or any S3-compatible store.
+//! - [`presign`]: fast SigV4 presigning of part and object URLs.
 //! - [`telemetry`]: logs, Prometheus metrics, W3C trace context.
 //! - [`shutdown`]: graceful shutdown on SIGTERM.
 //! - [`testing`]: helpers for integration tests against the local stack.
@@ -14,6 +15,7 @@ pub mod config;
 pub mod cql;
 pub mod events;
 pub mod kafka;
+pub mod presign;
 pub mod s3;
 pub mod shutdown;
 pub mod telemetry;

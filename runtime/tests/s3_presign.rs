@@ -160,3 +160,105 @@ fn tamper_signature(url: &str) -> String {
     bytes[start] = if bytes[start] == b'0' { b'1' } else { b'0' };
     String::from_utf8(bytes).expect("ascii url")
 }
+
+/// The fast presigner's URLs against the same server: accepted when genuine, refused when
+/// tampered or expired.
+#[tokio::test]
+async fn fast_presigner_urls_are_accepted_and_tampered_or_expired_ones_refused() {
+    use tributary_runtime::presign::Presigner;
+
+    let config = testing::stack_config();
+    let client = s3::client(&config.s3);
+    let presigner = Presigner::new(&config.s3).expect("presigner");
+    let bucket = config.s3.bucket.as_str();
+    let key = format!(
+        "uploads/{}/with space ü/original",
+        testing::unique("tenant")
+    );
+    let upload_id = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(&key)
+        .send()
+        .await
+        .expect("create")
+        .upload_id()
+        .expect("id")
+        .to_string();
+    let now = || tributary_schemas::now_micros() / 1_000_000;
+    let http = reqwest::Client::new();
+    let probe = vec![1_u8; 1024];
+
+    let url = presigner.upload_part(bucket, &key, &upload_id, 1, 300, now());
+    let tampered = tamper_signature(&url);
+    assert_eq!(
+        http.put(&tampered)
+            .body(probe.clone())
+            .send()
+            .await
+            .expect("put")
+            .status(),
+        403
+    );
+    let other_part = url.replace("partNumber=1", "partNumber=2");
+    assert_eq!(
+        http.put(&other_part)
+            .body(probe.clone())
+            .send()
+            .await
+            .expect("put")
+            .status(),
+        403
+    );
+    let expired = presigner.upload_part(bucket, &key, &upload_id, 1, 1, now() - 10);
+    let status = http
+        .put(&expired)
+        .body(probe.clone())
+        .send()
+        .await
+        .expect("put")
+        .status()
+        .as_u16();
+    assert!(matches!(status, 400 | 403), "expired: {status}");
+
+    let response = http
+        .put(&url)
+        .body(probe.clone())
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    let etag = response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .expect("etag")
+        .to_string();
+    client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(&key)
+        .upload_id(&upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .parts(CompletedPart::builder().part_number(1).e_tag(&etag).build())
+                .build(),
+        )
+        .send()
+        .await
+        .expect("complete");
+    let got = http
+        .get(presigner.get_object(bucket, &key, 60, now()))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.expect("body").as_ref(), probe.as_slice());
+    client
+        .delete_object()
+        .bucket(bucket)
+        .key(&key)
+        .send()
+        .await
+        .expect("delete");
+}

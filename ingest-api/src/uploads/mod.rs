@@ -10,9 +10,7 @@ pub mod uppy;
 pub mod validate;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -255,32 +253,26 @@ async fn presign(
     from: u32,
     count: u32,
 ) -> Result<Vec<PartUrl>, ApiError> {
-    let ttl = Duration::from_secs(state.settings.part_url_ttl_secs);
-    let expires_at = rfc3339(now_micros() + i64::try_from(ttl.as_micros()).unwrap_or(0));
-    let config =
-        PresigningConfig::expires_in(ttl).map_err(|e| ApiError::unavailable("presigner", e))?;
+    let ttl = state.settings.part_url_ttl_secs;
+    let now = now_micros();
+    let expires_at = rfc3339(now + i64::try_from(ttl).unwrap_or(0) * 1_000_000);
     let last = u32::try_from(session.part_count)
         .unwrap_or(0)
         .min(from.saturating_add(count).saturating_sub(1));
-    let mut urls = Vec::with_capacity(count as usize);
-    for part_number in from..=last {
-        let request = state
-            .s3
-            .upload_part()
-            .bucket(&session.bucket)
-            .key(&session.object_key)
-            .upload_id(&session.s3_upload_id)
-            .part_number(i32::try_from(part_number).unwrap_or(i32::MAX))
-            .presigned(config.clone())
-            .await
-            .map_err(|e| ApiError::unavailable("presigner", e))?;
-        urls.push(PartUrl {
+    Ok((from..=last)
+        .map(|part_number| PartUrl {
             part_number,
-            url: request.uri().to_string(),
+            url: state.presigner.upload_part(
+                &session.bucket,
+                &session.object_key,
+                &session.s3_upload_id,
+                part_number,
+                ttl,
+                now / 1_000_000,
+            ),
             expires_at: expires_at.clone(),
-        });
-    }
-    Ok(urls)
+        })
+        .collect())
 }
 
 async fn view(state: &AppState, session: &UploadSession, parts: Vec<PartUrl>) -> SessionView {

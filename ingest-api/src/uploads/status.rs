@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::presigning::PresigningConfig;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
@@ -104,24 +103,20 @@ pub async fn status(
         .await
         .map_err(unavailable_cql)?;
     let mut variants = Vec::new();
-    let presign = PresigningConfig::expires_in(VARIANT_URL_TTL)
-        .map_err(|e| ApiError::unavailable("presigner", e))?;
-    let url_expires_at =
-        rfc3339(now_micros() + i64::try_from(VARIANT_URL_TTL.as_micros()).unwrap_or(0));
+    let now = now_micros();
+    let url_expires_at = rfc3339(now + i64::try_from(VARIANT_URL_TTL.as_micros()).unwrap_or(0));
     for variant in state
         .read
         .variants(&state.cql, &upload_id)
         .await
         .map_err(unavailable_cql)?
     {
-        let url = state
-            .s3
-            .get_object()
-            .bucket(&session.bucket)
-            .key(&variant.object_key)
-            .presigned(presign.clone())
-            .await
-            .map_err(|e| ApiError::unavailable("presigner", e))?;
+        let url = state.presigner.get_object(
+            &session.bucket,
+            &variant.object_key,
+            VARIANT_URL_TTL.as_secs(),
+            now / 1_000_000,
+        );
         variants.push(VariantView {
             variant: variant.variant,
             content_type: variant.content_type,
@@ -129,7 +124,7 @@ pub async fn status(
             width: variant.width,
             height: variant.height,
             placeholder: variant.placeholder,
-            url: url.uri().to_string(),
+            url,
             url_expires_at: url_expires_at.clone(),
         });
     }

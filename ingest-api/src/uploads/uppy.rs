@@ -14,9 +14,7 @@
 //! `shouldUseMultipart: () => true`.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use aws_sdk_s3::presigning::PresigningConfig;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -314,22 +312,16 @@ pub async fn sign_part(
         .ok_or_else(|| {
             ApiError::bad_request("invalid_part_number", "part number must be 1..=10000")
         })?;
-    let ttl = Duration::from_secs(state.settings.part_url_ttl_secs);
-    let config =
-        PresigningConfig::expires_in(ttl).map_err(|e| ApiError::unavailable("presigner", e))?;
-    let request = state
-        .s3
-        .upload_part()
-        .bucket(&session.bucket)
-        .key(&session.object_key)
-        .upload_id(&session.s3_upload_id)
-        .part_number(number)
-        .presigned(config)
-        .await
-        .map_err(|e| ApiError::unavailable("presigner", e))?;
-    Ok(Json(
-        json!({"url": request.uri().to_string(), "expires": ttl.as_secs()}),
-    ))
+    let ttl = state.settings.part_url_ttl_secs;
+    let url = state.presigner.upload_part(
+        &session.bucket,
+        &session.object_key,
+        &session.s3_upload_id,
+        number.unsigned_abs(),
+        ttl,
+        now_micros() / 1_000_000,
+    );
+    Ok(Json(json!({"url": url, "expires": ttl})))
 }
 
 /// The parts storage holds for a session: (number, etag, size), ascending.

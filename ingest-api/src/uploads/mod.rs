@@ -385,9 +385,44 @@ async fn create_session(
     upload_id: &str,
 ) -> Result<UploadSession, ApiError> {
     let tenant_id = &principal.tenant_id;
-    timed("reserve", state.store.reserve(policy, checked.size, 1))
-        .await
-        .map_err(|error| match error {
+    let bucket = state.config.s3.bucket.clone();
+    let object_key = format!("uploads/{tenant_id}/{upload_id}/original");
+    // The reservation and the multipart upload are independent: do both at once, and undo
+    // whichever succeeded when the other did not.
+    let (reserved, created) = tokio::join!(
+        timed("reserve", state.store.reserve(policy, checked.size, 1)),
+        timed(
+            "s3_create",
+            state
+                .s3
+                .create_multipart_upload()
+                .bucket(&bucket)
+                .key(&object_key)
+                .content_type(&checked.content_type)
+                .send(),
+        ),
+    );
+    let release = || async {
+        if let Err(error) = state.store.release(tenant_id, checked.size, 1).await {
+            tracing::error!(%error, tenant_id, "could not release a reservation; usage is overstated until reconciled");
+        }
+    };
+    let created = created.ok().and_then(|c| c.upload_id);
+    if let Err(error) = reserved {
+        if let Some(s3_upload_id) = &created {
+            let aborted = state
+                .s3
+                .abort_multipart_upload()
+                .bucket(&bucket)
+                .key(&object_key)
+                .upload_id(s3_upload_id)
+                .send()
+                .await;
+            if let Err(abort_error) = aborted {
+                tracing::warn!(error = %aws_sdk_s3::error::DisplayErrorContext(&abort_error), "could not abort multipart upload; the janitor will");
+            }
+        }
+        return Err(match error {
             ReserveError::QuotaExceeded { .. } => {
                 ApiError::conflict("quota_exceeded", error.to_string())
             }
@@ -395,35 +430,14 @@ async fn create_session(
                 ApiError::conflict("too_many_uploads", error.to_string())
             }
             ReserveError::Store(e) => unavailable_cql(e),
-        })?;
-    let release = || async {
-        if let Err(error) = state.store.release(tenant_id, checked.size, 1).await {
-            tracing::error!(%error, tenant_id, "could not release a reservation; usage is overstated until reconciled");
-        }
-    };
-
-    let bucket = state.config.s3.bucket.clone();
-    let object_key = format!("uploads/{tenant_id}/{upload_id}/original");
-    let created = timed(
-        "s3_create",
-        state
-            .s3
-            .create_multipart_upload()
-            .bucket(&bucket)
-            .key(&object_key)
-            .content_type(&checked.content_type)
-            .send(),
-    )
-    .await;
-    let s3_upload_id = match created.ok().and_then(|c| c.upload_id) {
-        Some(id) => id,
-        None => {
-            release().await;
-            return Err(ApiError::unavailable(
-                "storage",
-                "create multipart upload failed",
-            ));
-        }
+        });
+    }
+    let Some(s3_upload_id) = created else {
+        release().await;
+        return Err(ApiError::unavailable(
+            "storage",
+            "create multipart upload failed",
+        ));
     };
     let abort_multipart = || async {
         let aborted = state

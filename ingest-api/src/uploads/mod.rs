@@ -216,6 +216,29 @@ fn session_meta(session: &UploadSession) -> EventMeta {
     )
 }
 
+/// `UploadInitiated` of a new session, dated at its creation. Client-planned (Uppy) sessions
+/// carry size, part size and part count 0: they are known only at completion.
+fn initiated_event(session: &UploadSession, metadata: BTreeMap<String, String>) -> Event {
+    let mut meta = session_meta(session);
+    meta.occurred_at = session.created_at;
+    Event::new(
+        meta,
+        UploadInitiated {
+            filename: session.filename.clone(),
+            size: session.size,
+            content_type: session.content_type.clone(),
+            bucket: session.bucket.clone(),
+            object_key: session.object_key.clone(),
+            s3_upload_id: session.s3_upload_id.clone(),
+            part_size: session.part_size,
+            part_count: session.part_count,
+            sha256: session.sha256.clone(),
+            metadata,
+            expires_at: session.expires_at,
+        },
+    )
+}
+
 /// Refuses work on a session whose time ran out (the janitor will expire it).
 fn ensure_not_expired(session: &UploadSession) -> Result<(), ApiError> {
     if session.state == SessionState::Uploading && now_micros() > session.expires_at {
@@ -471,30 +494,7 @@ async fn create_session(
         expires_at: now + i64::try_from(state.settings.session_ttl_secs).unwrap_or(0) * 1_000_000,
         correlation_id: upload_id.to_string(),
     };
-    let mut meta = EventMeta::new(
-        tenant_id,
-        Some(upload_id.to_string()),
-        AppState::producer_name(),
-        upload_id,
-        None,
-    );
-    meta.occurred_at = now;
-    let event = Event::new(
-        meta,
-        UploadInitiated {
-            filename: session.filename.clone(),
-            size: session.size,
-            content_type: session.content_type.clone(),
-            bucket: session.bucket.clone(),
-            object_key: session.object_key.clone(),
-            s3_upload_id: session.s3_upload_id.clone(),
-            part_size: session.part_size,
-            part_count: session.part_count,
-            sha256: session.sha256.clone(),
-            metadata: request.metadata.clone(),
-            expires_at: session.expires_at,
-        },
-    );
+    let event = initiated_event(&session, request.metadata.clone());
     if let Err(error) = timed("publish", state.events.publish(&event)).await {
         abort_multipart().await;
         release().await;

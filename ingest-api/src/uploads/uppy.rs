@@ -22,11 +22,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tributary_schemas::{
-    Event, EventMeta, PartConfirmed, UploadCompletionRequested, UploadInitiated, now_micros,
-};
+use tributary_schemas::{Event, PartConfirmed, UploadCompletionRequested, now_micros};
 
-use super::{own_session, policy_of, session_meta, unavailable_cql, validate};
+use super::{initiated_event, own_session, policy_of, session_meta, unavailable_cql, validate};
 use crate::auth::{Capability, Principal};
 use crate::error::ApiError;
 use crate::json::JsonBody;
@@ -195,32 +193,9 @@ pub async fn create(
         expires_at: now + i64::try_from(state.settings.session_ttl_secs).unwrap_or(0) * 1_000_000,
         correlation_id: upload_id.clone(),
     };
-    let mut meta = EventMeta::new(
-        &session.tenant_id,
-        Some(upload_id.clone()),
-        AppState::producer_name(),
-        &upload_id,
-        None,
-    );
-    meta.occurred_at = now;
     // Size and parts are unknown until completion (client-planned): zero here, then one
     // PartConfirmed per verified part.
-    let event = Event::new(
-        meta,
-        UploadInitiated {
-            filename: session.filename.clone(),
-            size: 0,
-            content_type: session.content_type.clone(),
-            bucket: session.bucket.clone(),
-            object_key: session.object_key.clone(),
-            s3_upload_id: session.s3_upload_id.clone(),
-            part_size: 0,
-            part_count: 0,
-            sha256: None,
-            metadata,
-            expires_at: session.expires_at,
-        },
-    );
+    let event = initiated_event(&session, metadata);
     if let Err(error) = state.events.publish(&event).await {
         let _ = state
             .s3

@@ -120,6 +120,20 @@ async fn publish(state: &AppState, event: Event) -> Result<i64, ApiError> {
     Ok(at)
 }
 
+/// Publishes a policy event (`TenantCreated`, `QuotaChanged`), then records the policy.
+async fn record_policy(
+    state: &AppState,
+    event: Event,
+    policy: &TenantPolicy,
+) -> Result<(), ApiError> {
+    let at = publish(state, event).await?;
+    state
+        .store
+        .put_tenant(policy, at)
+        .await
+        .map_err(|e| ApiError::unavailable("cql", e))
+}
+
 fn admin_meta(tenant_id: &str) -> EventMeta {
     EventMeta::new(tenant_id, None, AppState::producer_name(), tenant_id, None)
 }
@@ -173,12 +187,7 @@ pub async fn create_tenant(
             max_concurrent_uploads: policy.max_concurrent_uploads,
         },
     );
-    let at = publish(&state, event).await?;
-    state
-        .store
-        .put_tenant(&policy, at)
-        .await
-        .map_err(|e| ApiError::unavailable("cql", e))?;
+    record_policy(&state, event, &policy).await?;
     let key = issue_key(&state, &policy.tenant_id).await?;
     tracing::info!(tenant_id = %policy.tenant_id, key_id = %key.key_id, "tenant created");
     Ok((
@@ -299,12 +308,7 @@ pub async fn set_policy(
             max_concurrent_uploads: policy.max_concurrent_uploads,
         },
     );
-    let at = publish(&state, event).await?;
-    state
-        .store
-        .put_tenant(&policy, at)
-        .await
-        .map_err(|e| ApiError::unavailable("cql", e))?;
+    record_policy(&state, event, &policy).await?;
     state.policies.forget(&tenant_id);
     Ok(Json(PolicyView::from(&policy)))
 }

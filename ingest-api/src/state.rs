@@ -11,9 +11,11 @@ use tributary_runtime::kafka::Producer;
 use tributary_runtime::presign::Presigner;
 use tributary_runtime::telemetry::Telemetry;
 use tributary_runtime::{Config, cql, s3, topics};
+use tributary_schemas::Event;
 
 use crate::auth::token::TokenSigner;
 use crate::cache::TtlCache;
+use crate::error::ApiError;
 use crate::rate_limit::RateLimiter;
 use crate::settings::ApiSettings;
 use crate::store::{Store, StoredKey, TenantPolicy};
@@ -115,6 +117,16 @@ impl AppState {
             limiter: Arc::new(RateLimiter::new(settings_rate.0, settings_rate.1)),
             telemetry,
         })
+    }
+
+    /// Publishes `event` and waits for the broker's ack; an unavailable broker is a 503.
+    /// Returns the event's time, which the API's own rows are written with.
+    pub async fn publish(&self, event: &Event) -> Result<i64, ApiError> {
+        self.events
+            .publish(event)
+            .await
+            .map_err(|e| ApiError::unavailable("kafka", e))?;
+        Ok(event.meta.occurred_at)
     }
 
     /// Flushes what is still queued for Kafka.

@@ -110,23 +110,13 @@ fn apply(policy: &mut TenantPolicy, request: PolicyRequest) -> Result<(), ApiErr
     Ok(())
 }
 
-async fn publish(state: &AppState, event: Event) -> Result<i64, ApiError> {
-    let at = event.meta.occurred_at;
-    state
-        .events
-        .publish(&event)
-        .await
-        .map_err(|e| ApiError::unavailable("kafka", e))?;
-    Ok(at)
-}
-
 /// Publishes a policy event (`TenantCreated`, `QuotaChanged`), then records the policy.
 async fn record_policy(
     state: &AppState,
     event: Event,
     policy: &TenantPolicy,
 ) -> Result<(), ApiError> {
-    let at = publish(state, event).await?;
+    let at = state.publish(&event).await?;
     state
         .store
         .put_tenant(policy, at)
@@ -149,7 +139,7 @@ async fn issue_key(state: &AppState, tenant_id: &str) -> Result<api_key::NewApiK
             expires_at: None,
         },
     );
-    let at = publish(state, event).await?;
+    let at = state.publish(&event).await?;
     state
         .store
         .put_key(&key.key_id, tenant_id, &key.hash, at)
@@ -280,7 +270,7 @@ pub async fn revoke_key(
             key_id: key_id.clone(),
         },
     );
-    let at = publish(&state, event).await?;
+    let at = state.publish(&event).await?;
     state
         .store
         .revoke_key(&key_id, at)

@@ -696,11 +696,7 @@ pub async fn confirm_part(
                 size,
             },
         );
-        state
-            .events
-            .publish(&event)
-            .await
-            .map_err(|e| ApiError::unavailable("kafka", e))?;
+        state.publish(&event).await?;
         state
             .store
             .put_part(
@@ -783,10 +779,8 @@ pub async fn complete(
     let meta = session_meta(&session);
     let at = meta.occurred_at;
     state
-        .events
         .publish(&Event::new(meta, UploadCompletionRequested {}))
-        .await
-        .map_err(|e| ApiError::unavailable("kafka", e))?;
+        .await?;
     state
         .store
         .set_state(&upload_id, SessionState::Completing, at)
@@ -844,11 +838,7 @@ pub async fn delete(
             StatusCode::ACCEPTED,
         ),
     };
-    state
-        .events
-        .publish(&event)
-        .await
-        .map_err(|e| ApiError::unavailable("kafka", e))?;
+    state.publish(&event).await?;
     state
         .store
         .set_state(&upload_id, next, at)

@@ -15,6 +15,7 @@ mod cache;
 mod error;
 mod health;
 mod json;
+mod quota_follower;
 mod rate_limit;
 mod registry;
 mod routes;
@@ -59,10 +60,19 @@ async fn run() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     tracing::info!(addr = %config.http.listen, "ingest-api listening");
     let stop = shutdown::on_signal();
+    let follower = tokio::spawn(quota_follower::run(
+        state.config.clone(),
+        state.store.clone(),
+        state.events.clone(),
+        stop.clone(),
+    ));
+    let http_stop = stop.clone();
     axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .with_graceful_shutdown(async move { http_stop.cancelled().await })
         .await
         .context("http server failed")?;
+    stop.cancel();
+    let _ = follower.await;
     state.close();
     tracing::info!("ingest-api stopped");
     Ok(())

@@ -85,6 +85,10 @@ pub enum SessionState {
     Aborted,
     /// Deleted after completion.
     Deleted,
+    /// Ready or failed: the bytes stay reserved (stored), the upload slot is free.
+    Finished,
+    /// Rejected or expired: bytes and slot released.
+    Released,
 }
 
 impl SessionState {
@@ -94,6 +98,8 @@ impl SessionState {
             Self::Completing => "completing",
             Self::Aborted => "aborted",
             Self::Deleted => "deleted",
+            Self::Finished => "finished",
+            Self::Released => "released",
         }
     }
 
@@ -102,6 +108,8 @@ impl SessionState {
             "completing" => Self::Completing,
             "aborted" => Self::Aborted,
             "deleted" => Self::Deleted,
+            "finished" => Self::Finished,
+            "released" => Self::Released,
             _ => Self::Uploading,
         }
     }
@@ -165,6 +173,8 @@ pub struct Store {
     insert_session: PreparedStatement,
     select_session: PreparedStatement,
     update_session_state: PreparedStatement,
+    end_session: PreparedStatement,
+    delete_finished: PreparedStatement,
     insert_part: PreparedStatement,
     select_parts: PreparedStatement,
     select_part: PreparedStatement,
@@ -209,6 +219,8 @@ impl Store {
             revoke_key: prepare("UPDATE {ks}.api_keys USING TIMESTAMP ? SET revoked = true WHERE key_id = ?".into()).await?,
             insert_session: prepare("INSERT INTO {ks}.api_sessions (upload_id, tenant_id, filename, size, content_type, bucket, object_key, s3_upload_id, part_size, part_count, sha256, state, created_at, expires_at, correlation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?".into()).await?,
             select_session: prepare("SELECT upload_id, tenant_id, filename, size, content_type, bucket, object_key, s3_upload_id, part_size, part_count, sha256, state, created_at, expires_at, correlation_id FROM {ks}.api_sessions WHERE upload_id = ?".into()).await?,
+            delete_finished: prepare("UPDATE {ks}.api_sessions SET state = 'deleted' WHERE upload_id = ? IF state = 'finished'".into()).await?,
+            end_session: prepare("UPDATE {ks}.api_sessions SET state = ? WHERE upload_id = ? IF state IN ('uploading', 'completing')".into()).await?,
             update_session_state: prepare("UPDATE {ks}.api_sessions USING TIMESTAMP ? SET state = ? WHERE upload_id = ?".into()).await?,
             insert_part: prepare("INSERT INTO {ks}.api_parts (upload_id, part_number, etag, size) VALUES (?, ?, ?, ?) USING TIMESTAMP ?".into()).await?,
             select_parts: prepare("SELECT part_number, etag, size FROM {ks}.api_parts WHERE upload_id = ?".into()).await?,
@@ -423,6 +435,32 @@ impl Store {
             expires_at: r.13.0 * 1000,
             correlation_id: r.14,
         }))
+    }
+
+    /// Moves an unfinished (uploading or completing) session to the terminal `state`;
+    /// false when it had already ended. A compare-and-set, so that of two concurrent
+    /// endings (a redelivered event, a client's delete) exactly one releases the quota.
+    pub async fn end_session(
+        &self,
+        upload_id: &str,
+        state: SessionState,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .session
+            .execute_unpaged(&self.end_session, (state.as_str(), upload_id))
+            .await
+            .map_err(|e| fail("end session", e))?;
+        quota::lwt_applied(result).map_err(|e| fail("end session", e))
+    }
+
+    /// Moves a finished session to `deleted`; false when it was not finished.
+    pub async fn delete_finished(&self, upload_id: &str) -> Result<bool, StoreError> {
+        let result = self
+            .session
+            .execute_unpaged(&self.delete_finished, (upload_id,))
+            .await
+            .map_err(|e| fail("delete session", e))?;
+        quota::lwt_applied(result).map_err(|e| fail("delete session", e))
     }
 
     /// Moves a session to `state` (after the matching event was acknowledged).

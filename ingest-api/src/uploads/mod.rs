@@ -306,6 +306,8 @@ async fn view(state: &AppState, session: &UploadSession, parts: Vec<PartUrl>) ->
             SessionState::Completing => "assembling",
             SessionState::Aborted => "aborted",
             SessionState::Deleted => "deleted",
+            SessionState::Finished => "ready",
+            SessionState::Released => "rejected",
         },
         filename: session.filename.clone(),
         size: session.size,
@@ -749,6 +751,12 @@ pub async fn complete(
                 "the upload was aborted",
             ));
         }
+        SessionState::Finished | SessionState::Released => {
+            return Err(ApiError::conflict(
+                "upload_not_active",
+                "the upload was already processed",
+            ));
+        }
         SessionState::Uploading => {}
     }
     if session.part_count == 0 {
@@ -805,9 +813,10 @@ pub async fn delete(
     principal.require(Capability::Upload)?;
     let session = own_session(&state, &principal, &upload_id).await?;
     let meta = session_meta(&session);
-    let at = meta.occurred_at;
-    let (event, next, status) = match session.state {
-        SessionState::Aborted | SessionState::Deleted => return Ok(StatusCode::NO_CONTENT),
+    let (event, status) = match session.state {
+        SessionState::Aborted | SessionState::Deleted | SessionState::Released => {
+            return Ok(StatusCode::NO_CONTENT);
+        }
         SessionState::Uploading => {
             let aborted = state
                 .s3
@@ -828,26 +837,45 @@ pub async fn delete(
                         reason: "aborted by client".into(),
                     },
                 ),
-                SessionState::Aborted,
                 StatusCode::NO_CONTENT,
             )
         }
-        SessionState::Completing => (
-            Event::new(meta, UploadDeleted {}),
-            SessionState::Deleted,
-            StatusCode::ACCEPTED,
-        ),
+        SessionState::Completing | SessionState::Finished => {
+            (Event::new(meta, UploadDeleted {}), StatusCode::ACCEPTED)
+        }
     };
     state.publish(&event).await?;
-    state
+    let next = if session.state == SessionState::Uploading {
+        SessionState::Aborted
+    } else {
+        SessionState::Deleted
+    };
+    // Exactly one ending releases the quota: this request, or the processors' terminal
+    // event handled by the quota follower, whichever changes the state first.
+    let release = if state
         .store
-        .set_state(&upload_id, next, at)
+        .end_session(&upload_id, next)
         .await
-        .map_err(unavailable_cql)?;
-    state
+        .map_err(unavailable_cql)?
+    {
+        Some((session.size, 1))
+    } else if state
         .store
-        .release(&session.tenant_id, session.size, 1)
+        .delete_finished(&upload_id)
         .await
-        .map_err(unavailable_cql)?;
+        .map_err(unavailable_cql)?
+    {
+        // Finished uploads already gave their slot back; their bytes go now.
+        Some((session.size, 0))
+    } else {
+        None
+    };
+    if let Some((bytes, uploads)) = release {
+        state
+            .store
+            .release(&session.tenant_id, bytes, uploads)
+            .await
+            .map_err(unavailable_cql)?;
+    }
     Ok(status)
 }

@@ -81,6 +81,8 @@ pub async fn status(
             SessionState::Completing => "assembling",
             SessionState::Aborted => "aborted",
             SessionState::Deleted => "deleted",
+            SessionState::Finished => "ready",
+            SessionState::Released => "rejected",
         };
         return Ok(Json(StatusView {
             upload_id,

@@ -66,7 +66,10 @@ pub fn media_kind(content_type: &str) -> Option<&'static str> {
         "image/jpeg" | "image/png" | "image/gif" | "image/webp" => {
             Some(MediaJobRequested::KIND_IMAGE)
         }
-        "video/mp4" | "video/quicktime" | "video/webm" | "video/x-matroska" => {
+        "video/mp4" | "video/quicktime" | "video/webm" | "video/x-matroska"
+        // AVI is refused by the transformer's container allowlist, with a reason, rather
+        // than silently stored: it is a classic carrier of ffmpeg playlist tricks.
+        | "video/x-msvideo" => {
             Some(MediaJobRequested::KIND_VIDEO)
         }
         _ => None,

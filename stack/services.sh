@@ -4,7 +4,7 @@
 SERVICES_STATE="$TRIBUTARY_STATE_DIR/services"
 # The binaries `./devstack up` runs, each with the port whose opening means it is serving;
 # each new service binary is added here.
-TRIBUTARY_SERVICES=(ingest-api:8080 projector:8082)
+TRIBUTARY_SERVICES=(ingest-api:8080 projector:8082 assembler:8083 validator:8084 transformer:8086 janitor:8087)
 
 services_up() {
   mkdir -p "$SERVICES_STATE"
@@ -43,9 +43,9 @@ services_status() {
   for entry in "${TRIBUTARY_SERVICES[@]}"; do
     svc=${entry%%:*}
     if pid_alive "$SERVICES_STATE/$svc.pid"; then
-      printf '%-10s up    127.0.0.1:%s  pid %s  log %s\n' "$svc" "${entry##*:}" "$(cat "$SERVICES_STATE/$svc.pid")" "$SERVICES_STATE/$svc.log"
+      printf '%-11s up    127.0.0.1:%s  pid %s  log %s\n' "$svc" "${entry##*:}" "$(cat "$SERVICES_STATE/$svc.pid")" "$SERVICES_STATE/$svc.log"
     else
-      printf '%-10s down\n' "$svc"; rc=1
+      printf '%-11s down\n' "$svc"; rc=1
     fi
   done
   return $rc

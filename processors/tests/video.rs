@@ -18,9 +18,29 @@ fn test_video(dir: &Path, seconds: u32, width: u32, height: u32) -> Vec<u8> {
     let path = dir.join(format!("input-{seconds}s-{width}x{height}.mp4"));
     let status = Command::new("ffmpeg")
         .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", &format!("testsrc2=size={width}x{height}:rate=30:duration={seconds}")])
-        .args(["-f", "lavfi", "-i", &format!("sine=frequency=440:duration={seconds}")])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={width}x{height}:rate=30:duration={seconds}"),
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("sine=frequency=440:duration={seconds}"),
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ])
         .arg(&path)
         .status()
         .expect("run ffmpeg");
@@ -44,8 +64,12 @@ async fn a_video_becomes_a_playable_hls_ladder_with_a_poster() {
     let video = test_video(work.path(), 6, 1280, 720);
     let pipeline = Pipeline::start(&[], &[]).await;
     let tenant = pipeline.create_tenant(json!({})).await;
-    let upload_id = pipeline.upload(&tenant, "clip.mp4", "video/mp4", &video).await;
-    let status = pipeline.wait_terminal(&tenant, &upload_id, Duration::from_secs(180)).await;
+    let upload_id = pipeline
+        .upload(&tenant, "clip.mp4", "video/mp4", &video)
+        .await;
+    let status = pipeline
+        .wait_terminal(&tenant, &upload_id, Duration::from_secs(180))
+        .await;
     assert_eq!(status["state"], "ready", "{status}");
     let names: Vec<&str> = status["variants"]
         .as_array()
@@ -54,7 +78,10 @@ async fn a_video_becomes_a_playable_hls_ladder_with_a_poster() {
         .filter_map(|v| v["variant"].as_str())
         .collect();
     for expected in ["hls", "hls-720p", "hls-480p", "poster"] {
-        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
     }
 
     let out = work.path().join("hls");
@@ -64,8 +91,20 @@ async fn a_video_becomes_a_playable_hls_ladder_with_a_poster() {
     assert!(master.contains("#EXT-X-STREAM-INF"), "{master}");
     for (rendition, height) in [("720p", "720"), ("480p", "480")] {
         let probed = Command::new("ffprobe")
-            .args(["-v", "error", "-protocol_whitelist", "file", "-select_streams", "v:0"])
-            .args(["-show_entries", "stream=codec_name,height", "-of", "csv=p=0"])
+            .args([
+                "-v",
+                "error",
+                "-protocol_whitelist",
+                "file",
+                "-select_streams",
+                "v:0",
+            ])
+            .args([
+                "-show_entries",
+                "stream=codec_name,height",
+                "-of",
+                "csv=p=0",
+            ])
             .arg(out.join(rendition).join("index.m3u8"))
             .output()
             .expect("run ffprobe");
@@ -74,9 +113,21 @@ async fn a_video_becomes_a_playable_hls_ladder_with_a_poster() {
         // The HLS demuxer lists the stream once per program; every listing must agree.
         let listed: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         assert!(!listed.is_empty(), "{rendition}: no video stream");
-        assert!(listed.iter().all(|l| *l == format!("h264,{height}")), "{rendition}: {text}");
+        assert!(
+            listed.iter().all(|l| *l == format!("h264,{height}")),
+            "{rendition}: {text}"
+        );
         let duration = Command::new("ffprobe")
-            .args(["-v", "error", "-protocol_whitelist", "file", "-show_entries", "format=duration", "-of", "csv=p=0"])
+            .args([
+                "-v",
+                "error",
+                "-protocol_whitelist",
+                "file",
+                "-show_entries",
+                "format=duration",
+                "-of",
+                "csv=p=0",
+            ])
             .arg(out.join(rendition).join("index.m3u8"))
             .output()
             .expect("run ffprobe");
@@ -87,7 +138,10 @@ async fn a_video_becomes_a_playable_hls_ladder_with_a_poster() {
         assert!((seconds - 6.0).abs() < 0.5, "{rendition} lasts {seconds} s");
     }
     let poster = out.join("poster.jpg");
-    assert!(image::open(&poster).is_ok(), "the poster is a readable image");
+    assert!(
+        image::open(&poster).is_ok(),
+        "the poster is a readable image"
+    );
 }
 
 #[tokio::test]
@@ -97,24 +151,37 @@ async fn a_transformer_killed_mid_job_announces_each_variant_exactly_once() {
     let since = common::now_ms();
     let mut pipeline = Pipeline::start(&[], &[]).await;
     let tenant = pipeline.create_tenant(json!({})).await;
-    let upload_id = pipeline.upload(&tenant, "long.mp4", "video/mp4", &video).await;
+    let upload_id = pipeline
+        .upload(&tenant, "long.mp4", "video/mp4", &video)
+        .await;
 
     // Kill the transformer once it reports transcoding progress: mid-job by construction.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let progress = events(topics::PROGRESS, &tenant.id, since);
-        if progress.iter().any(|e| matches!(&e.payload, EventPayload::UploadProgress(p) if p.percent > 0.0)) {
+        if progress
+            .iter()
+            .any(|e| matches!(&e.payload, EventPayload::UploadProgress(p) if p.percent > 0.0))
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "no transcoding progress within 120 s");
+        assert!(
+            Instant::now() < deadline,
+            "no transcoding progress within 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     pipeline.kill_processor("transformer");
     let before = events(topics::LIFECYCLE, &tenant.id, since);
-    assert!(of_upload(&before, &upload_id, "VariantProduced").is_empty(), "killed too late");
+    assert!(
+        of_upload(&before, &upload_id, "VariantProduced").is_empty(),
+        "killed too late"
+    );
     pipeline.start_processor("transformer");
 
-    let status = pipeline.wait_terminal(&tenant, &upload_id, Duration::from_secs(240)).await;
+    let status = pipeline
+        .wait_terminal(&tenant, &upload_id, Duration::from_secs(240))
+        .await;
     assert_eq!(status["state"], "ready", "{status}");
     let log = events(topics::LIFECYCLE, &tenant.id, since);
     let produced = of_upload(&log, &upload_id, "VariantProduced");
@@ -133,5 +200,8 @@ async fn a_transformer_killed_mid_job_announces_each_variant_exactly_once() {
     assert_eq!(of_upload(&log, &upload_id, "UploadReady").len(), 1);
     // The objects of the first, killed attempt were overwritten, not duplicated.
     let keys = common::list_keys(&format!("uploads/{}/{upload_id}/variants/", tenant.id)).await;
-    assert!(keys.iter().filter(|k| k.ends_with("master.m3u8")).count() == 1, "{keys:?}");
+    assert!(
+        keys.iter().filter(|k| k.ends_with("master.m3u8")).count() == 1,
+        "{keys:?}"
+    );
 }

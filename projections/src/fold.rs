@@ -2,9 +2,12 @@
 //! `occurred_at` as its write timestamp: applying an event twice, or an older event after a
 //! newer one, leaves the rows as they were.
 
+use std::collections::{BTreeMap, HashMap};
+
 use scylla::client::session::Session;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::CqlTimestamp;
+use scylla::value::{CqlTimestamp, CqlValue};
 use tributary_schemas::{Event, EventPayload};
 
 use crate::ProjectionError;
@@ -104,133 +107,262 @@ impl Writer {
         })
     }
 
-    /// Applies one lifecycle event. Events without an upload id are skipped.
+    /// Applies one lifecycle event (a batch of one).
     pub async fn apply(
         &self,
         session: &Session,
         event: &Event,
         at: LogPosition,
     ) -> Result<(), ProjectionError> {
-        let Some(upload_id) = event.meta.upload_id.as_deref() else {
-            return Ok(());
-        };
-        let tenant_id = event.meta.tenant_id.as_str();
-        let written = event.meta.occurred_at;
-        let month = month_of(created_micros(upload_id));
-        match &event.payload {
-            EventPayload::UploadInitiated(init) => {
-                exec(
-                    session,
-                    &self.insert_upload,
-                    (
-                        upload_id,
-                        tenant_id,
-                        &init.filename,
-                        init.size,
-                        &init.content_type,
-                        &init.bucket,
-                        &init.object_key,
-                        init.part_size,
-                        init.part_count,
-                        &init.sha256,
-                        &init.metadata,
-                        ts(event.meta.occurred_at),
-                        ts(init.expires_at),
-                        written,
-                    ),
-                )
-                .await?;
-                exec(
-                    session,
-                    &self.insert_listing,
-                    (
-                        tenant_id,
-                        &month,
-                        upload_id,
-                        &init.filename,
-                        init.size,
-                        &init.content_type,
-                        written,
-                    ),
-                )
-                .await?;
-                exec(session, &self.insert_month, (tenant_id, &month, written)).await?;
+        self.apply_batch(session, &[(event.clone(), at)], 1).await
+    }
+
+    /// Applies many events at once: their writes are grouped by partition key (one unlogged
+    /// batch per key, which Cassandra and ScyllaDB apply as a single mutation), superseded
+    /// state updates of one upload are dropped, and up to `concurrency` batches are in
+    /// flight. Every write carries its event's time, so the result equals applying the
+    /// events one by one, in any order, any number of times.
+    pub async fn apply_batch(
+        &self,
+        session: &Session,
+        events: &[(Event, LogPosition)],
+        concurrency: usize,
+    ) -> Result<(), ProjectionError> {
+        use futures::StreamExt as _;
+        let groups = self.plan(events);
+        let mut batches = Vec::new();
+        for rows in groups.into_values() {
+            // Cassandra refuses batches over 50 KiB and warns from 5 KiB: a long replay of
+            // one upload (hundreds of parts) is split.
+            for chunk in rows.chunks(MAX_ROWS_PER_BATCH) {
+                batches.push(chunk.to_vec());
             }
-            EventPayload::PartConfirmed(part) => {
-                exec(
-                    session,
-                    &self.insert_part,
-                    (upload_id, part.part_number, &part.etag, part.size, written),
-                )
-                .await?;
-            }
-            EventPayload::VariantProduced(v) => {
-                exec(
-                    session,
-                    &self.insert_variant,
-                    (
-                        upload_id,
-                        &v.variant,
-                        &v.object_key,
-                        &v.content_type,
-                        v.size,
-                        v.width,
-                        v.height,
-                        &v.placeholder,
-                        written,
-                    ),
-                )
-                .await?;
-            }
-            _ => {}
         }
-        if let Some((state, error)) = state_after(event) {
-            let (code, message) = error.map_or((None, None), |(c, m)| (Some(c), Some(m)));
-            exec(
-                session,
-                &self.set_state,
-                (
-                    written,
-                    tenant_id,
-                    state,
-                    code,
-                    message,
-                    ts(written),
-                    upload_id,
-                ),
-            )
-            .await?;
-            exec(
-                session,
-                &self.set_listing_state,
-                (written, state, tenant_id, &month, upload_id),
-            )
-            .await?;
+        let results: Vec<Result<(), ProjectionError>> = futures::stream::iter(batches)
+            .map(|rows| execute(session, rows))
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    /// The writes of `events`, grouped by partition key.
+    fn plan(&self, events: &[(Event, LogPosition)]) -> BTreeMap<String, Vec<Row>> {
+        let mut groups: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+        // The latest state change per upload (by event time, then log order): earlier ones
+        // in the same batch would be overwritten by it anyway.
+        let mut latest_state: HashMap<&str, (i64, LogPosition, usize)> = HashMap::new();
+        for (index, (event, at)) in events.iter().enumerate() {
+            let Some(upload_id) = event.meta.upload_id.as_deref() else {
+                continue;
+            };
+            if state_after(event).is_some() {
+                let key = (event.meta.occurred_at, *at, index);
+                latest_state
+                    .entry(upload_id)
+                    .and_modify(|current| {
+                        if (key.0, key.1.partition, key.1.offset)
+                            >= (current.0, current.1.partition, current.1.offset)
+                        {
+                            *current = key;
+                        }
+                    })
+                    .or_insert(key);
+            }
         }
-        exec(
-            session,
-            &self.insert_timeline,
-            (
-                upload_id,
-                at.partition,
-                at.offset,
-                event.event_type(),
-                event.meta.event_id.to_string(),
-                ts(event.meta.occurred_at),
-                written,
-            ),
-        )
-        .await
+        for (index, (event, at)) in events.iter().enumerate() {
+            let Some(upload_id) = event.meta.upload_id.as_deref() else {
+                continue;
+            };
+            let tenant_id = event.meta.tenant_id.as_str();
+            let written = event.meta.occurred_at;
+            let month = month_of(created_micros(upload_id));
+            let upload_key = format!("u/{upload_id}");
+            let listing_key = format!("l/{tenant_id}/{month}");
+            let mut push = |key: &str, statement: &PreparedStatement, values: Vec<Value>| {
+                groups.entry(key.to_string()).or_default().push(Row {
+                    statement: statement.clone(),
+                    values,
+                });
+            };
+            match &event.payload {
+                EventPayload::UploadInitiated(init) => {
+                    let metadata = CqlValue::Map(
+                        init.metadata
+                            .iter()
+                            .map(|(k, v)| (CqlValue::Text(k.clone()), CqlValue::Text(v.clone())))
+                            .collect(),
+                    );
+                    push(
+                        &upload_key,
+                        &self.insert_upload,
+                        vec![
+                            text(upload_id),
+                            text(tenant_id),
+                            text(&init.filename),
+                            big(init.size),
+                            text(&init.content_type),
+                            text(&init.bucket),
+                            text(&init.object_key),
+                            big(init.part_size),
+                            int(init.part_count),
+                            opt_text(init.sha256.as_deref()),
+                            Some(metadata),
+                            time(event.meta.occurred_at),
+                            time(init.expires_at),
+                            big(written),
+                        ],
+                    );
+                    push(
+                        &listing_key,
+                        &self.insert_listing,
+                        vec![
+                            text(tenant_id),
+                            text(&month),
+                            text(upload_id),
+                            text(&init.filename),
+                            big(init.size),
+                            text(&init.content_type),
+                            big(written),
+                        ],
+                    );
+                    push(
+                        &format!("m/{tenant_id}"),
+                        &self.insert_month,
+                        vec![text(tenant_id), text(&month), big(written)],
+                    );
+                }
+                EventPayload::PartConfirmed(part) => {
+                    push(
+                        &upload_key,
+                        &self.insert_part,
+                        vec![
+                            text(upload_id),
+                            int(part.part_number),
+                            text(&part.etag),
+                            big(part.size),
+                            big(written),
+                        ],
+                    );
+                }
+                EventPayload::VariantProduced(v) => {
+                    push(
+                        &upload_key,
+                        &self.insert_variant,
+                        vec![
+                            text(upload_id),
+                            text(&v.variant),
+                            text(&v.object_key),
+                            text(&v.content_type),
+                            big(v.size),
+                            v.width.map(CqlValue::Int),
+                            v.height.map(CqlValue::Int),
+                            opt_text(v.placeholder.as_deref()),
+                            big(written),
+                        ],
+                    );
+                }
+                _ => {}
+            }
+            let is_latest = latest_state
+                .get(upload_id)
+                .is_some_and(|(_, _, i)| *i == index);
+            if let (true, Some((state, error))) = (is_latest, state_after(event)) {
+                let (code, message) = error.map_or((None, None), |(c, m)| (Some(c), Some(m)));
+                push(
+                    &upload_key,
+                    &self.set_state,
+                    vec![
+                        big(written),
+                        text(tenant_id),
+                        text(state),
+                        code.map(CqlValue::Text),
+                        message.map(CqlValue::Text),
+                        time(written),
+                        text(upload_id),
+                    ],
+                );
+                push(
+                    &listing_key,
+                    &self.set_listing_state,
+                    vec![
+                        big(written),
+                        text(state),
+                        text(tenant_id),
+                        text(&month),
+                        text(upload_id),
+                    ],
+                );
+            }
+            push(
+                &upload_key,
+                &self.insert_timeline,
+                vec![
+                    text(upload_id),
+                    int(at.partition),
+                    big(at.offset),
+                    text(event.event_type()),
+                    text(&event.meta.event_id.to_string()),
+                    time(event.meta.occurred_at),
+                    big(written),
+                ],
+            );
+        }
+        groups
     }
 }
 
-async fn exec(
-    session: &Session,
-    statement: &PreparedStatement,
-    values: impl scylla::serialize::row::SerializeRow,
-) -> Result<(), ProjectionError> {
+/// Most statements in one unlogged batch.
+const MAX_ROWS_PER_BATCH: usize = 16;
+
+/// One value of a bound statement (`None` is CQL null).
+type Value = Option<CqlValue>;
+
+/// One write: a prepared statement (a cheap handle) and its values.
+#[derive(Clone)]
+struct Row {
+    statement: PreparedStatement,
+    values: Vec<Value>,
+}
+
+fn text(s: &str) -> Value {
+    Some(CqlValue::Text(s.to_string()))
+}
+
+fn opt_text(s: Option<&str>) -> Value {
+    s.map(|s| CqlValue::Text(s.to_string()))
+}
+
+fn big(v: i64) -> Value {
+    Some(CqlValue::BigInt(v))
+}
+
+fn int(v: i32) -> Value {
+    Some(CqlValue::Int(v))
+}
+
+fn time(micros: i64) -> Value {
+    Some(CqlValue::Timestamp(ts(micros)))
+}
+
+/// Writes rows of one partition key: a single statement as is, several as an unlogged batch.
+async fn execute(session: &Session, rows: Vec<Row>) -> Result<(), ProjectionError> {
+    if let [row] = rows.as_slice() {
+        return session
+            .execute_unpaged(&row.statement, &row.values)
+            .await
+            .map(|_| ())
+            .map_err(ProjectionError::cql);
+    }
+    let mut batch = Batch::new(BatchType::Unlogged);
+    batch.set_is_idempotent(true);
+    let mut values = Vec::with_capacity(rows.len());
+    for row in rows {
+        batch.append_statement(row.statement);
+        values.push(row.values);
+    }
     session
-        .execute_unpaged(statement, values)
+        .batch(&batch, values)
         .await
         .map(|_| ())
         .map_err(ProjectionError::cql)

@@ -8,10 +8,11 @@ use scylla::client::session::Session;
 use tokio_util::sync::CancellationToken;
 use tributary_runtime::events::load_catalog;
 use tributary_runtime::kafka::{
-    ConsumerSettings, HandleError, Handler, Message, Producer, run_consumer,
+    BatchHandler, BatchSettings, ConsumerSettings, EVENT_TYPE_HEADER, HandleError, Message,
+    Producer, run_batch_consumer,
 };
 use tributary_runtime::{Config, cql, topics};
-use tributary_schemas::SchemaCatalog;
+use tributary_schemas::{EventType, SchemaCatalog};
 
 use crate::ProjectionError;
 use crate::fold::{LogPosition, Writer};
@@ -52,35 +53,67 @@ pub async fn run(
     };
     let settings = ConsumerSettings::new(group, &[topics::LIFECYCLE]);
     tracing::info!(group, "projector running");
-    let outcome = run_consumer(&config.kafka, &settings, &dead_letters, handler, stop).await;
+    let outcome = run_batch_consumer(
+        &config.kafka,
+        &settings,
+        BatchSettings::default(),
+        &dead_letters,
+        handler,
+        stop,
+    )
+    .await;
     dead_letters.flush(Duration::from_secs(5));
     outcome.map_err(ProjectionError::kafka)
 }
 
-/// Applies each lifecycle event to the read models.
+/// Batches of CQL writes in flight at once.
+const WRITE_CONCURRENCY: usize = 64;
+
+/// Applies lifecycle events to the read models, a consumer batch at a time.
 struct Projector {
     session: Arc<Session>,
     writer: Writer,
     catalog: Arc<SchemaCatalog>,
 }
 
-impl Handler for Projector {
-    async fn handle(&mut self, message: &Message) -> Result<(), HandleError> {
-        let event = match tributary_runtime::events::decode(&self.catalog, message).await {
-            Ok(event) => event,
-            // Undecodable events go to the dead-letter topic; the log moves on.
-            Err(error) => return Err(HandleError::Poison(error.to_string())),
-        };
-        let at = LogPosition {
-            partition: message.partition,
-            offset: message.offset,
-        };
+impl BatchHandler for Projector {
+    async fn handle_batch(
+        &mut self,
+        messages: &[Message],
+    ) -> Result<Vec<(usize, String)>, HandleError> {
+        let mut events = Vec::with_capacity(messages.len());
+        let mut poisoned = Vec::new();
+        for (index, message) in messages.iter().enumerate() {
+            // Forward compatibility: a type this build does not know (a newer producer's) is
+            // skipped and counted, not treated as poison.
+            let named = message
+                .header(EVENT_TYPE_HEADER)
+                .and_then(|v| std::str::from_utf8(v).ok());
+            if let Some(name) = named.filter(|n| EventType::from_name(n).is_none()) {
+                metrics::counter!("tributary_projector_unknown_events_total", "event_type" => name.to_string())
+                    .increment(1);
+                continue;
+            }
+            match tributary_runtime::events::decode(&self.catalog, message).await {
+                Ok(event) => events.push((
+                    event,
+                    LogPosition {
+                        partition: message.partition,
+                        offset: message.offset,
+                    },
+                )),
+                // Undecodable events go to the dead-letter topic; the log moves on.
+                Err(error) => poisoned.push((index, error.to_string())),
+            }
+        }
         self.writer
-            .apply(&self.session, &event, at)
+            .apply_batch(&self.session, &events, WRITE_CONCURRENCY)
             .await
             .map_err(|e| HandleError::Retry(e.to_string()))?;
-        metrics::counter!("tributary_projector_events_total", "event_type" => event.event_type())
-            .increment(1);
-        Ok(())
+        for (event, _) in &events {
+            metrics::counter!("tributary_projector_events_total", "event_type" => event.event_type())
+                .increment(1);
+        }
+        Ok(poisoned)
     }
 }

@@ -27,9 +27,12 @@ pub fn main(args: &[String]) -> Result<(), String> {
             file => files.push(PathBuf::from(file)),
         }
     }
-    let op = op.ok_or("--op is required (sharp-jpeg or tributary-webp)")?;
+    let op = op.ok_or("--op is required (sharp-jpeg, tributary-webp or video-hls)")?;
     let out = out.ok_or("--out is required")?;
     std::fs::create_dir_all(&out).map_err(|e| format!("create {}: {e}", out.display()))?;
+    if op == "video-hls" {
+        return video(&files, iterations, &out);
+    }
     let inputs: Vec<(PathBuf, Vec<u8>)> = files
         .iter()
         .map(|f| {
@@ -91,4 +94,43 @@ fn stem(path: &Path) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// `--op video-hls`: probe + HLS ladder + poster of each file, `iterations` times, printing
+/// the encode speed as a multiple of real time (seconds of video per second of wall time).
+fn video(files: &[PathBuf], iterations: usize, out: &Path) -> Result<(), String> {
+    use super::video::{VideoLimits, probe, transcode_hls};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let limits = VideoLimits::default();
+    let (ffmpeg, ffprobe) = (Path::new("ffmpeg"), Path::new("ffprobe"));
+    let mut runs = Vec::new();
+    for file in files {
+        for iteration in 0..iterations {
+            let target = out.join(format!("{}-{iteration}", stem(file)));
+            let _ = std::fs::remove_dir_all(&target);
+            let started = Instant::now();
+            let (probed, output) = runtime.block_on(async {
+                let probed = probe(ffprobe, file, &limits)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let output = transcode_hls(ffmpeg, file, &target, &probed, &limits, |_| {})
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>((probed, output))
+            })?;
+            let seconds = started.elapsed().as_secs_f64();
+            runs.push(serde_json::json!({
+                "input": file, "duration_secs": probed.duration_secs,
+                "width": probed.width, "height": probed.height, "wall_secs": seconds,
+                "realtime_multiple": probed.duration_secs / seconds,
+                "variants": output.variants.iter().map(|v| v.name.clone()).collect::<Vec<_>>(),
+            }));
+        }
+    }
+    let line = serde_json::json!({"tool": "tributary", "op": "video-hls", "runs": runs});
+    println!("{line}");
+    Ok(())
 }

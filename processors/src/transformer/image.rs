@@ -23,6 +23,12 @@ use super::jpeg_meta;
 /// The variants every image gets: name and the longest side it fits into.
 pub const VARIANTS: [(&str, u32); 2] = [("display", 1280), ("thumb", 320)];
 
+/// How much larger than the biggest variant the DCT-scaled decode must be. Scaling in the
+/// DCT domain all the way down softens detail (3/8 of a 4217 px photo for 1280 px lost 0.02
+/// SSIM); leaving Lanczos3 the last third of the reduction keeps the detail, and the output
+/// is even smaller and faster to encode (measured on `bench-images`, see docs/BENCHMARKS.md).
+const DCT_OVERSAMPLE: f64 = 1.5;
+
 /// WebP quality of the variants (libwebp scale, like sharp's default 80).
 pub const WEBP_QUALITY: f32 = 80.0;
 
@@ -198,10 +204,14 @@ fn decode_jpeg(input: &[u8], limits: &ImageLimits, target: u32) -> Result<Decode
     // The box the largest variant needs, before orientation (a rotation swaps axes, and the
     // fit is computed on the long side, so the box is symmetric).
     let need = fit(w as u32, h as u32, target);
+    let need = (
+        (f64::from(need.0) * DCT_OVERSAMPLE) as usize,
+        (f64::from(need.1) * DCT_OVERSAMPLE) as usize,
+    );
     let scale = [1usize, 2, 3, 4, 5, 6, 7, 8]
         .into_iter()
         .map(|num| ScalingFactor::new(num, 8))
-        .find(|s| s.scale(w) >= need.0 as usize && s.scale(h) >= need.1 as usize)
+        .find(|s| s.scale(w) >= need.0.min(w) && s.scale(h) >= need.1.min(h))
         .unwrap_or(ScalingFactor::ONE);
     decompressor
         .set_scaling_factor(scale)

@@ -216,7 +216,7 @@ pub async fn probe(
         ));
     }
 
-    let mut cmd = Command::new(ffprobe);
+    let mut cmd = tool(ffprobe);
     cmd.args(["-v", "error", "-protocol_whitelist", "file"])
         .args(["-format_whitelist", FORMAT_WHITELIST])
         .args(["-print_format", "json"])
@@ -302,7 +302,7 @@ pub async fn transcode_hls(
     let out_dir = prepare_out_dir(out_dir).await?;
     let (display_w, display_h) = probe.display_size();
     let renditions = ladder(display_w, display_h);
-    let mut cmd = Command::new(ffmpeg);
+    let mut cmd = tool(ffmpeg);
     input_args(&mut cmd, demuxer, input, limits);
     hls_output_args(&mut cmd, &out_dir, &renditions, probe, limits);
 
@@ -483,7 +483,7 @@ async fn make_poster(
     // misses (a lying duration), fall back to the first frame.
     let first_seek = (probe.duration_secs / 2.0).clamp(0.0, 1.0);
     for seek in [first_seek, 0.0] {
-        let mut cmd = Command::new(ffmpeg);
+        let mut cmd = tool(ffmpeg);
         cmd.arg("-ss").arg(format!("{seek:.3}"));
         input_args(&mut cmd, demuxer, input, limits);
         cmd.args(["-map", "0:V:0", "-frames:v", "1", "-an"])
@@ -537,6 +537,22 @@ fn input_args(cmd: &mut Command, demuxer: &str, input: &Path, limits: &VideoLimi
         .arg((u64::from(long) * u64::from(short)).to_string())
         .arg("-i")
         .arg(file_url(input));
+}
+
+/// `setpriv`, which makes the kernel kill a tool when its parent dies: `kill_on_drop` only
+/// covers an orderly drop, and a transformer killed with SIGKILL must not leave an ffmpeg
+/// running on.
+const SETPRIV: &str = "/usr/bin/setpriv";
+
+/// A command running `program`, tied to this process's life where `setpriv` exists.
+fn tool(program: &Path) -> Command {
+    if Path::new(SETPRIV).exists() {
+        let mut cmd = Command::new(SETPRIV);
+        cmd.args(["--pdeathsig", "KILL", "--"]).arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
 }
 
 /// What a finished child left behind.

@@ -277,3 +277,216 @@ async fn dead_letter(
         .await
         .map(|_| ())
 }
+
+/// Handles records in batches: everything one poll burst returned, across partitions, each
+/// partition's records in log order. Implementations must be idempotent (a failed batch is
+/// retried whole, and a crash redelivers everything not yet committed).
+pub trait BatchHandler: Send {
+    /// Applies the batch. `Ok` carries the records that can never be handled (index into
+    /// `messages` and reason): they go to the dead-letter topic, the rest counts as done.
+    fn handle_batch(
+        &mut self,
+        messages: &[Message],
+    ) -> impl Future<Output = Result<Vec<(usize, String)>, HandleError>> + Send;
+}
+
+/// How a batch consumer gathers records.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSettings {
+    /// Most records per batch.
+    pub max_records: usize,
+    /// How long to wait for more records after the first one of a batch.
+    pub max_wait: Duration,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            max_records: 2000,
+            max_wait: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Like [`run_consumer`], for handlers that gain from applying many records at once (the
+/// projector). A batch is retried whole on a retryable error (the partitions wait, nothing is
+/// skipped); offsets are stored per partition after the batch succeeded. The consumer's lag
+/// per partition is exported as `tributary_consumer_lag`.
+pub async fn run_batch_consumer<H: BatchHandler>(
+    kafka: &KafkaConfig,
+    settings: &ConsumerSettings,
+    batching: BatchSettings,
+    dead_letters: &Producer,
+    mut handler: H,
+    shutdown: CancellationToken,
+) -> Result<(), KafkaError> {
+    let consumer: StreamConsumer = base_client_config(kafka, &settings.client_id)
+        .set("group.id", &settings.group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", settings.auto_offset_reset)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        // Bigger fetches: a batch consumer wants many records per poll.
+        .set("fetch.min.bytes", "1")
+        .set("queued.min.messages", "20000")
+        .create()
+        .map_err(KafkaError::Setup)?;
+    let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics).map_err(KafkaError::Consume)?;
+    let consumer = std::sync::Arc::new(consumer);
+    let group = settings.group_id.clone();
+    tokio::spawn(report_lag(
+        consumer.clone(),
+        group.clone(),
+        shutdown.clone(),
+    ));
+    tracing::info!(group = %group, topics = ?settings.topics, "batch consumer started");
+
+    'consume: loop {
+        let mut batch = Vec::with_capacity(batching.max_records);
+        let first = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            received = consumer.recv() => received,
+        };
+        match first {
+            Ok(borrowed) => batch.push(owned(&borrowed)),
+            Err(error) => {
+                tracing::warn!(%error, group = %group, "kafka receive error");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + batching.max_wait;
+        while batch.len() < batching.max_records {
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Ok(Ok(borrowed)) => batch.push(owned(&borrowed)),
+                _ => break,
+            }
+        }
+        let mut backoff = settings.retry_backoff;
+        loop {
+            let started = Instant::now();
+            let outcome = handler.handle_batch(&batch).await;
+            metrics::histogram!("tributary_consumer_batch_seconds", "group" => group.clone())
+                .record(started.elapsed().as_secs_f64());
+            let reason = match outcome {
+                Ok(poisoned) => {
+                    let mut failed = None;
+                    for (index, reason) in &poisoned {
+                        let Some(message) = batch.get(*index) else {
+                            continue;
+                        };
+                        tracing::warn!(%reason, offset = message.offset, "poison record, sending to the dead-letter topic");
+                        if let Err(error) = dead_letter(dead_letters, &group, message, reason).await
+                        {
+                            failed = Some(format!("dead-letter delivery failed: {error}"));
+                            break;
+                        }
+                        count(&group, &message.topic, "dead_lettered");
+                    }
+                    match failed {
+                        None => break,
+                        Some(reason) => reason,
+                    }
+                }
+                Err(HandleError::Poison(reason)) | Err(HandleError::Retry(reason)) => reason,
+            };
+            count(&group, &batch[0].topic, "retry");
+            tracing::warn!(error = %reason, records = batch.len(), backoff_ms = backoff.as_millis() as u64, "batch failed, retrying");
+            tokio::select! {
+                () = shutdown.cancelled() => break 'consume,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(settings.max_retry_backoff);
+        }
+        metrics::counter!("tributary_consumer_messages_total", "group" => group.clone(), "topic" => batch[0].topic.clone(), "outcome" => "ok")
+            .increment(batch.len() as u64);
+        let mut next: std::collections::BTreeMap<(String, i32), i64> = Default::default();
+        for message in &batch {
+            let entry = next
+                .entry((message.topic.clone(), message.partition))
+                .or_default();
+            *entry = (*entry).max(message.offset + 1);
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            offsets
+                .add_partition_offset(&topic, partition, Offset::Offset(offset))
+                .map_err(KafkaError::Consume)?;
+        }
+        consumer
+            .store_offsets(&offsets)
+            .map_err(KafkaError::Consume)?;
+    }
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(())
+        | Err(rdkafka::error::KafkaError::ConsumerCommit(
+            rdkafka::types::RDKafkaErrorCode::NoOffset,
+        )) => {}
+        Err(error) => {
+            tracing::warn!(%error, "final offset commit failed; records will be redelivered")
+        }
+    }
+    tracing::info!(group = %group, "batch consumer stopped");
+    Ok(())
+}
+
+fn owned(borrowed: &rdkafka::message::BorrowedMessage<'_>) -> Message {
+    Message {
+        topic: borrowed.topic().to_string(),
+        partition: borrowed.partition(),
+        offset: borrowed.offset(),
+        key: borrowed.key().map(<[u8]>::to_vec),
+        payload: borrowed.payload().map(<[u8]>::to_vec),
+        headers: headers::collect(borrowed.headers()),
+    }
+}
+
+/// Every few seconds: end of each assigned partition minus the consumer's position, as the
+/// gauge `tributary_consumer_lag{group, topic, partition}`.
+async fn report_lag(
+    consumer: std::sync::Arc<StreamConsumer>,
+    group: String,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        let consumer = consumer.clone();
+        let lags = tokio::task::spawn_blocking(move || {
+            let mut lags = Vec::new();
+            let Ok(positions) = consumer.position() else {
+                return lags;
+            };
+            for element in positions.elements() {
+                let Offset::Offset(position) = element.offset() else {
+                    continue;
+                };
+                if let Ok((_, high)) = consumer.fetch_watermarks(
+                    element.topic(),
+                    element.partition(),
+                    Duration::from_secs(2),
+                ) {
+                    lags.push((
+                        element.topic().to_string(),
+                        element.partition(),
+                        (high - position).max(0),
+                    ));
+                }
+            }
+            lags
+        })
+        .await
+        .unwrap_or_default();
+        for (topic, partition, lag) in lags {
+            metrics::gauge!("tributary_consumer_lag", "group" => group.clone(), "topic" => topic, "partition" => partition.to_string())
+                .set(lag as f64);
+        }
+    }
+}

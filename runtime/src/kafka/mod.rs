@@ -9,7 +9,10 @@ use rdkafka::ClientConfig;
 
 use crate::config::KafkaConfig;
 
-pub use consumer::{ConsumerSettings, HandleError, Handler, Message, run_consumer};
+pub use consumer::{
+    BatchHandler, BatchSettings, ConsumerSettings, HandleError, Handler, Message,
+    run_batch_consumer, run_consumer,
+};
 pub use headers::{EVENT_TYPE_HEADER, TENANT_ID_HEADER, TRACEPARENT_HEADER};
 pub use producer::{Delivery, Producer};
 

@@ -19,10 +19,4 @@ ffmpeg -nostdin -hide_banner -loglevel error -y \
   -f lavfi -i "sine=frequency=440:duration=$LENGTH" \
   -c:v libx264 -preset fast -crf 18 -pix_fmt yuv420p -c:a aac -shortest "$OUT/clip-1080p.mp4"
 "$CARGO_TARGET_DIR/release/transformer" bench --op video-hls --iterations "$RUNS" \
-  --out "$OUT/hls" "$OUT/clip-1080p.mp4" | tee "$OUT/result.json" | python3 -c '
-import json, statistics, sys
-runs = json.load(sys.stdin)["runs"]
-for r in runs:
-    print(f"{r[\"width\"]}x{r[\"height\"]} {r[\"duration_secs\"]:.1f} s of video in {r[\"wall_secs\"]:.2f} s: {r[\"realtime_multiple\"]:.2f}x real time ({\", \".join(r[\"variants\"])})")
-print(f"median: {statistics.median(r[\"realtime_multiple\"] for r in runs):.2f}x real time over {len(runs)} runs, {__import__(\"os\").cpu_count()} cores")
-'
+  --out "$OUT/hls" "$OUT/clip-1080p.mp4" | tee "$OUT/result.json" | python3 bench/video_summary.py

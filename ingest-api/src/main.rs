@@ -66,6 +66,23 @@ async fn run() -> anyhow::Result<()> {
         state.events.clone(),
         stop.clone(),
     ));
+    // Readers follow a projections rebuild's switch to a new read-model version.
+    let refresher = tokio::spawn({
+        let (read, cql, stop) = (state.read.clone(), state.cql.clone(), stop.clone());
+        async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(3)) => {}
+                }
+                match read.refresh(&cql).await {
+                    Ok(true) => tracing::info!(version = read.version(), "read models switched"),
+                    Ok(false) => {}
+                    Err(error) => tracing::debug!(%error, "read-model version check failed"),
+                }
+            }
+        }
+    });
     let http_stop = stop.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { http_stop.cancelled().await })
@@ -73,6 +90,7 @@ async fn run() -> anyhow::Result<()> {
         .context("http server failed")?;
     stop.cancel();
     let _ = follower.await;
+    let _ = refresher.await;
     state.close();
     tracing::info!("ingest-api stopped");
     Ok(())

@@ -79,10 +79,11 @@ impl AppState {
         )
         .await
         .context("preparing the api's tables")?;
-        tributary_projections::ensure_schema(
+        tributary_projections::versions::ensure(
             &cql,
             &config.cql.keyspace,
             config.cql.replication_factor,
+            1,
         )
         .await
         .context("preparing the read models")?;

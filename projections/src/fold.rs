@@ -120,7 +120,7 @@ impl Writer {
     /// Applies many events at once: their writes are grouped by partition key (one unlogged
     /// batch per key, which Cassandra and ScyllaDB apply as a single mutation), superseded
     /// state updates of one upload are dropped, and up to `concurrency` batches are in
-    /// flight. Every write carries its event's time, so the result equals applying the
+    /// flight. Every write carries its event's log position as timestamp, so the result equals applying the
     /// events one by one, in any order, any number of times.
     pub async fn apply_batch(
         &self,
@@ -149,21 +149,19 @@ impl Writer {
     /// The writes of `events`, grouped by partition key.
     fn plan(&self, events: &[(Event, LogPosition)]) -> BTreeMap<String, Vec<Row>> {
         let mut groups: BTreeMap<String, Vec<Row>> = BTreeMap::new();
-        // The latest state change per upload (by event time, then log order): earlier ones
-        // in the same batch would be overwritten by it anyway.
-        let mut latest_state: HashMap<&str, (i64, LogPosition, usize)> = HashMap::new();
+        // The latest state change per upload, in log order (an upload's events all sit in its
+        // tenant's partition): earlier ones in the same batch would be overwritten by it.
+        let mut latest_state: HashMap<&str, (i64, usize)> = HashMap::new();
         for (index, (event, at)) in events.iter().enumerate() {
             let Some(upload_id) = event.meta.upload_id.as_deref() else {
                 continue;
             };
             if state_after(event).is_some() {
-                let key = (event.meta.occurred_at, *at, index);
+                let key = (at.offset, index);
                 latest_state
                     .entry(upload_id)
                     .and_modify(|current| {
-                        if (key.0, key.1.partition, key.1.offset)
-                            >= (current.0, current.1.partition, current.1.offset)
-                        {
+                        if key.0 >= current.0 {
                             *current = key;
                         }
                     })
@@ -175,7 +173,7 @@ impl Writer {
                 continue;
             };
             let tenant_id = event.meta.tenant_id.as_str();
-            let written = event.meta.occurred_at;
+            let written = write_timestamp(*at);
             let month = month_of(created_micros(upload_id));
             let upload_key = format!("u/{upload_id}");
             let listing_key = format!("l/{tenant_id}/{month}");
@@ -266,7 +264,7 @@ impl Writer {
             }
             let is_latest = latest_state
                 .get(upload_id)
-                .is_some_and(|(_, _, i)| *i == index);
+                .is_some_and(|(_, i)| *i == index);
             if let (true, Some((state, error))) = (is_latest, state_after(event)) {
                 let (code, message) = error.map_or((None, None), |(c, m)| (Some(c), Some(m)));
                 push(
@@ -278,7 +276,7 @@ impl Writer {
                         text(state),
                         code.map(CqlValue::Text),
                         message.map(CqlValue::Text),
-                        time(written),
+                        time(event.meta.occurred_at),
                         text(upload_id),
                     ],
                 );
@@ -311,6 +309,20 @@ impl Writer {
         groups
     }
 }
+
+/// The write timestamp (`USING TIMESTAMP`) of an event's rows: its log position.
+///
+/// Every row is written only by events of one tenant, hence of one partition, so offsets
+/// order its writes exactly as the log does: a redelivery or a rebuild writes the same
+/// timestamps (no-ops), and neither clock skew between producers nor two events in the same
+/// microsecond can reorder states (equal timestamps would let a null's tombstone beat a value).
+/// The base keeps these above the microsecond timestamps of rows written by earlier builds.
+pub fn write_timestamp(at: LogPosition) -> i64 {
+    LOG_TIMESTAMP_BASE + at.offset
+}
+
+/// 2^52: above any microsecond timestamp until the year 2112.
+const LOG_TIMESTAMP_BASE: i64 = 1 << 52;
 
 /// Most statements in one unlogged batch.
 const MAX_ROWS_PER_BATCH: usize = 16;

@@ -1,13 +1,14 @@
 //! Tributary's read models: the projector folds the event log into ScyllaDB tables
 //! ([`fold`]); the API and the realtime bridge read them through [`read`].
 //!
-//! Kafka is the source of truth. Every write carries the event's time, so replays and
+//! Kafka is the source of truth. Every write carries the event's log position as its timestamp, so replays and
 //! redeliveries are no-ops.
 
 pub mod fold;
 pub mod projector;
 pub mod read;
 pub mod schema;
+pub mod versions;
 
 use scylla::client::session::Session;
 use tributary_runtime::cql;

@@ -1,7 +1,11 @@
 //! `projector`: folds the upload lifecycle log into the ScyllaDB read models.
 //!
-//! Start-up: configuration, telemetry, CQL (migrations), Kafka; then the at-least-once
-//! consumer loop until SIGTERM, with `/healthz` and `/metrics` on its own port.
+//! - `projector`: the live projector. Start-up: configuration, telemetry, CQL (migrations),
+//!   Kafka; then the at-least-once consumer loop until SIGTERM, with `/healthz` and
+//!   `/metrics` on its own port.
+//! - `projector rebuild [--no-switch]`: replays the log from offset 0 into a new read-model
+//!   version, printing progress, and switches readers to it once caught up.
+//! - `projector versions`, `projector activate N`, `projector drop-version N`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -32,8 +36,13 @@ fn main() -> ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
     let config = Config::load(DEFAULT_LISTEN)?;
+
     let telemetry = telemetry::init("projector", &config.telemetry)?;
+    if let Some(command) = args.first() {
+        return admin(command, &args[1..], &config).await;
+    }
     let stop = shutdown::on_signal();
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -52,4 +61,81 @@ async fn run() -> anyhow::Result<()> {
     });
     projector::run(&config, projector::GROUP, stop).await?;
     Ok(())
+}
+
+/// The administrative subcommands.
+async fn admin(command: &str, args: &[String], config: &Config) -> anyhow::Result<()> {
+    use tributary_projections::versions;
+    let base = &config.cql.keyspace;
+    let version_arg = || -> anyhow::Result<i32> {
+        args.first()
+            .and_then(|v| v.parse().ok())
+            .context("a version number is required")
+    };
+    match command {
+        "rebuild" => {
+            let options = projector::RebuildOptions {
+                activate: !args.iter().any(|a| a == "--no-switch"),
+                ..projector::RebuildOptions::default()
+            };
+            let started = std::time::Instant::now();
+            let report = projector::rebuild(config, &options, |done, total| {
+                eprintln!(
+                    "rebuild: {done} / {total} events ({:.1} s)",
+                    started.elapsed().as_secs_f64()
+                );
+            })
+            .await?;
+            println!(
+                "rebuilt version {} in keyspace {} from {} events in {:.1} s; {}",
+                report.version,
+                report.keyspace,
+                report.events,
+                started.elapsed().as_secs_f64(),
+                if report.activated {
+                    "readers switched to it"
+                } else {
+                    "not activated"
+                }
+            );
+            Ok(())
+        }
+        "versions" => {
+            let session = tributary_runtime::cql::connect(&config.cql).await?;
+            let active = versions::active(&session, base).await?;
+            for version in versions::existing(&session, base).await? {
+                let marker = if version == active { " (active)" } else { "" };
+                println!(
+                    "{version}\t{}{marker}",
+                    versions::keyspace_of(base, version)
+                );
+            }
+            Ok(())
+        }
+        "activate" => {
+            let to = version_arg()?;
+            let session = tributary_runtime::cql::connect(&config.cql).await?;
+            let from = versions::active(&session, base).await?;
+            anyhow::ensure!(
+                versions::existing(&session, base).await?.contains(&to),
+                "version {to} does not exist"
+            );
+            anyhow::ensure!(
+                versions::activate(&session, base, from, to).await?,
+                "the active version changed meanwhile; try again"
+            );
+            println!("version {to} active (was {from})");
+            Ok(())
+        }
+        "drop-version" => {
+            let version = version_arg()?;
+            let session = tributary_runtime::cql::connect(&config.cql).await?;
+            versions::drop_version(&session, base, version).await?;
+            println!("version {version} dropped");
+            Ok(())
+        }
+        other => anyhow::bail!(
+            "unknown command {other:?} (rebuild [--no-switch], versions, activate N, drop-version N)"
+        ),
+    }
 }

@@ -1,7 +1,12 @@
-//! The projector's consumer: every lifecycle event applied to the read models, at least once,
-//! in log order per partition.
+//! The projector's consumer: lifecycle events applied to the read models, at least once, in
+//! consumer batches ([`Writer::apply_batch`]).
+//!
+//! [`run`] is the live projector: it projects into the active read-model version and follows
+//! a switch to a new one. [`rebuild`] replays the log from offset 0 into a fresh version,
+//! reports progress, and switches readers over once it has caught up.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use scylla::client::session::Session;
@@ -9,31 +14,86 @@ use tokio_util::sync::CancellationToken;
 use tributary_runtime::events::load_catalog;
 use tributary_runtime::kafka::{
     BatchHandler, BatchSettings, ConsumerSettings, EVENT_TYPE_HEADER, HandleError, Message,
-    Producer, run_batch_consumer,
+    Producer, base_client_config, run_batch_consumer,
 };
 use tributary_runtime::{Config, cql, topics};
 use tributary_schemas::{EventType, SchemaCatalog};
 
 use crate::ProjectionError;
 use crate::fold::{LogPosition, Writer};
+use crate::versions;
 
-/// Consumer group of the live projector.
+/// Consumer group of the live projector (of version 1; version N uses `<group>-vN`).
 pub const GROUP: &str = "tributary-projector";
 
-/// Connects, applies migrations and projects until `stop` is cancelled.
+/// How often the live projector checks which version is active.
+const POINTER_POLL: Duration = Duration::from_secs(3);
+
+/// Batches of CQL writes in flight at once.
+const WRITE_CONCURRENCY: usize = 64;
+
+/// Connects and projects into the active version until `stop` is cancelled; when a rebuild
+/// activates another version, continues there with that version's consumer group.
 pub async fn run(
     config: &Config,
     group: &str,
     stop: CancellationToken,
 ) -> Result<(), ProjectionError> {
     let session = Arc::new(cql::connect(&config.cql).await?);
-    crate::ensure_schema(
-        &session,
-        &config.cql.keyspace,
-        config.cql.replication_factor,
-    )
-    .await?;
-    let writer = Writer::prepare(&session, &config.cql.keyspace).await?;
+    let base = config.cql.keyspace.clone();
+    let (dead_letters, catalog) = kafka(config).await?;
+    while !stop.is_cancelled() {
+        let version = versions::active(&session, &base).await.unwrap_or(1);
+        versions::ensure(&session, &base, config.cql.replication_factor, version).await?;
+        let keyspace = versions::keyspace_of(&base, version);
+        let writer = Writer::prepare(&session, &keyspace).await?;
+        let switched = stop.child_token();
+        let watcher = tokio::spawn(watch_pointer(
+            session.clone(),
+            base.clone(),
+            version,
+            switched.clone(),
+        ));
+        let handler = Projector {
+            session: session.clone(),
+            writer,
+            catalog: catalog.clone(),
+            applied: None,
+        };
+        let group = versions::group_of(group, version);
+        tracing::info!(%group, %keyspace, version, "projector running");
+        let outcome = consume(config, &group, &dead_letters, handler, switched.clone()).await;
+        watcher.abort();
+        outcome?;
+        if !stop.is_cancelled() {
+            tracing::info!(
+                from = version,
+                "the active read-model version changed; following it"
+            );
+        }
+    }
+    dead_letters.flush(Duration::from_secs(5));
+    Ok(())
+}
+
+async fn watch_pointer(
+    session: Arc<Session>,
+    base: String,
+    version: i32,
+    switched: CancellationToken,
+) {
+    loop {
+        tokio::time::sleep(POINTER_POLL).await;
+        if let Ok(active) = versions::active(&session, &base).await
+            && active != version
+        {
+            switched.cancel();
+            return;
+        }
+    }
+}
+
+async fn kafka(config: &Config) -> Result<(Producer, Arc<SchemaCatalog>), ProjectionError> {
     let dead_letters = Producer::new(&config.kafka, "projector").map_err(ProjectionError::kafka)?;
     dead_letters
         .check_cluster(
@@ -46,34 +106,194 @@ pub async fn run(
     let catalog = load_catalog(&config.kafka)
         .await
         .map_err(ProjectionError::kafka)?;
-    let handler = Projector {
-        session,
-        writer,
-        catalog,
-    };
+    Ok((dead_letters, catalog))
+}
+
+async fn consume(
+    config: &Config,
+    group: &str,
+    dead_letters: &Producer,
+    handler: Projector,
+    stop: CancellationToken,
+) -> Result<(), ProjectionError> {
     let settings = ConsumerSettings::new(group, &[topics::LIFECYCLE]);
-    tracing::info!(group, "projector running");
-    let outcome = run_batch_consumer(
+    run_batch_consumer(
         &config.kafka,
         &settings,
         BatchSettings::default(),
-        &dead_letters,
+        dead_letters,
         handler,
         stop,
     )
-    .await;
-    dead_letters.flush(Duration::from_secs(5));
-    outcome.map_err(ProjectionError::kafka)
+    .await
+    .map_err(ProjectionError::kafka)
 }
 
-/// Batches of CQL writes in flight at once.
-const WRITE_CONCURRENCY: usize = 64;
+/// What a rebuild did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebuildReport {
+    /// The version built.
+    pub version: i32,
+    /// Its keyspace.
+    pub keyspace: String,
+    /// Events applied (at least: a redelivery after a restart counts again).
+    pub events: u64,
+    /// Whether readers were switched to it.
+    pub activated: bool,
+}
+
+/// Options of [`rebuild`].
+#[derive(Debug, Clone)]
+pub struct RebuildOptions {
+    /// Base consumer group (the version's group is derived from it).
+    pub group: String,
+    /// Switch readers and the live projector once caught up.
+    pub activate: bool,
+    /// How long to keep projecting after the switch, so live projectors (which join this
+    /// version's consumer group) take over without a gap.
+    pub handover: Duration,
+}
+
+impl Default for RebuildOptions {
+    fn default() -> Self {
+        Self {
+            group: GROUP.to_string(),
+            activate: true,
+            handover: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Replays the lifecycle log from offset 0 into a new version, reporting progress through
+/// `progress(applied, end)`; once every partition is caught up, activates it (optionally).
+pub async fn rebuild(
+    config: &Config,
+    options: &RebuildOptions,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<RebuildReport, ProjectionError> {
+    let session = Arc::new(cql::connect(&config.cql).await?);
+    let base = config.cql.keyspace.clone();
+    let previous = versions::active(&session, &base).await?;
+    let version = versions::existing(&session, &base)
+        .await?
+        .last()
+        .copied()
+        .unwrap_or(1)
+        .max(previous)
+        + 1;
+    versions::ensure(&session, &base, config.cql.replication_factor, version).await?;
+    let keyspace = versions::keyspace_of(&base, version);
+    let (dead_letters, catalog) = kafka(config).await?;
+    let applied: Arc<Mutex<HashMap<i32, i64>>> = Arc::default();
+    let handler = Projector {
+        session: session.clone(),
+        writer: Writer::prepare(&session, &keyspace).await?,
+        catalog,
+        applied: Some(applied.clone()),
+    };
+    let group = versions::group_of(&options.group, version);
+    tracing::info!(%group, %keyspace, version, "rebuilding the read models from offset 0");
+    let stop = CancellationToken::new();
+    let consumer = tokio::spawn({
+        let config = config.clone();
+        let stop = stop.clone();
+        async move { consume(&config, &group, &dead_letters, handler, stop).await }
+    });
+    let ends_reader = EndsReader::new(config)?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if consumer.is_finished() {
+            return Err(ProjectionError::Kafka(
+                "the rebuild's consumer stopped early".into(),
+            ));
+        }
+        let ends = ends_reader.ends().await?;
+        let positions = applied.lock().map(|a| a.clone()).unwrap_or_default();
+        let done: u64 = ends
+            .iter()
+            .map(|(p, (low, _))| positions.get(p).map_or(0, |o| (o + 1 - low).max(0) as u64))
+            .sum();
+        let total: u64 = ends
+            .iter()
+            .map(|(_, (low, high))| (high - low).max(0) as u64)
+            .sum();
+        progress(done, total);
+        let caught_up = ends.iter().all(|(p, (low, high))| {
+            high <= low || positions.get(p).is_some_and(|o| o + 1 >= *high)
+        });
+        if caught_up {
+            break;
+        }
+    }
+    let mut activated = false;
+    if options.activate {
+        activated = versions::activate(&session, &base, previous, version).await?;
+        if activated {
+            tracing::info!(version, "read models switched");
+            tokio::time::sleep(options.handover).await;
+        }
+    }
+    stop.cancel();
+    consumer
+        .await
+        .map_err(|e| ProjectionError::Kafka(e.to_string()))??;
+    let total_events = ends_reader
+        .ends()
+        .await?
+        .values()
+        .map(|(low, high)| (high - low).max(0) as u64)
+        .sum();
+    Ok(RebuildReport {
+        version,
+        keyspace,
+        events: total_events,
+        activated,
+    })
+}
+
+/// Reads the low and high watermarks of the lifecycle topic's partitions.
+struct EndsReader {
+    consumer: Arc<rdkafka::consumer::BaseConsumer>,
+}
+
+impl EndsReader {
+    fn new(config: &Config) -> Result<Self, ProjectionError> {
+        let consumer = base_client_config(&config.kafka, "projector-rebuild-ends")
+            .create()
+            .map_err(ProjectionError::kafka)?;
+        Ok(Self {
+            consumer: Arc::new(consumer),
+        })
+    }
+
+    async fn ends(&self) -> Result<HashMap<i32, (i64, i64)>, ProjectionError> {
+        use rdkafka::consumer::Consumer as _;
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            let metadata = consumer
+                .fetch_metadata(Some(topics::LIFECYCLE), Duration::from_secs(10))
+                .map_err(ProjectionError::kafka)?;
+            let mut ends = HashMap::new();
+            for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+                let marks = consumer
+                    .fetch_watermarks(topics::LIFECYCLE, partition.id(), Duration::from_secs(10))
+                    .map_err(ProjectionError::kafka)?;
+                ends.insert(partition.id(), marks);
+            }
+            Ok(ends)
+        })
+        .await
+        .map_err(|e| ProjectionError::Kafka(e.to_string()))?
+    }
+}
 
 /// Applies lifecycle events to the read models, a consumer batch at a time.
 struct Projector {
     session: Arc<Session>,
     writer: Writer,
     catalog: Arc<SchemaCatalog>,
+    /// Highest offset applied per partition (rebuilds report progress from it).
+    applied: Option<Arc<Mutex<HashMap<i32, i64>>>>,
 }
 
 impl BatchHandler for Projector {
@@ -113,6 +333,14 @@ impl BatchHandler for Projector {
         for (event, _) in &events {
             metrics::counter!("tributary_projector_events_total", "event_type" => event.event_type())
                 .increment(1);
+        }
+        if let Some(applied) = &self.applied
+            && let Ok(mut applied) = applied.lock()
+        {
+            for message in messages {
+                let entry = applied.entry(message.partition).or_insert(-1);
+                *entry = (*entry).max(message.offset);
+            }
         }
         Ok(poisoned)
     }

@@ -1,6 +1,8 @@
 //! The read side: typed queries over the read models, for the ingest-api and the realtime
 //! bridge. No other crate writes CQL against these tables.
 
+use std::sync::Arc;
+
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
@@ -77,14 +79,24 @@ pub struct ListingRow {
     pub state: Option<String>,
 }
 
-/// Prepared queries over the read models.
-pub struct ReadModels {
+/// Prepared queries over one version of the read models.
+struct Statements {
     upload: PreparedStatement,
     parts: PreparedStatement,
     variants: PreparedStatement,
     months: PreparedStatement,
     listing_first: PreparedStatement,
     listing_after: PreparedStatement,
+}
+
+/// Typed queries over the active version of the read models. Readers follow a rebuild's
+/// switch: [`ReadModels::refresh`] (called periodically) re-prepares the queries against
+/// the newly active version.
+pub struct ReadModels {
+    /// The configured keyspace (version 1, and the version pointer).
+    base: String,
+    /// The version the queries target and the queries.
+    current: std::sync::RwLock<(i32, Arc<Statements>)>,
 }
 
 impl std::fmt::Debug for ReadModels {
@@ -97,9 +109,8 @@ fn millis(ts: Option<CqlTimestamp>) -> Option<i64> {
     ts.map(|t| t.0)
 }
 
-impl ReadModels {
-    /// Prepares the queries (the tables must exist: see [`crate::ensure_schema`]).
-    pub async fn prepare(session: &Session, keyspace: &str) -> Result<Self, ProjectionError> {
+impl Statements {
+    async fn prepare(session: &Session, keyspace: &str) -> Result<Self, ProjectionError> {
         let prepare = |cql: &str| {
             let cql = cql.replace("{ks}", keyspace);
             async move { session.prepare(cql).await.map_err(ProjectionError::cql) }
@@ -112,6 +123,48 @@ impl ReadModels {
             listing_first: prepare("SELECT upload_id, filename, size, content_type, state FROM {ks}.uploads_by_tenant WHERE tenant_id = ? AND month = ? LIMIT ?").await?,
             listing_after: prepare("SELECT upload_id, filename, size, content_type, state FROM {ks}.uploads_by_tenant WHERE tenant_id = ? AND month = ? AND upload_id < ? LIMIT ?").await?,
         })
+    }
+}
+
+impl ReadModels {
+    /// Prepares the queries against the active version under `keyspace` (the tables must
+    /// exist: see [`crate::ensure_schema`]).
+    pub async fn prepare(session: &Session, keyspace: &str) -> Result<Self, ProjectionError> {
+        let version = crate::versions::active(session, keyspace)
+            .await
+            .unwrap_or(1);
+        let statements =
+            Statements::prepare(session, &crate::versions::keyspace_of(keyspace, version)).await?;
+        Ok(Self {
+            base: keyspace.to_string(),
+            current: std::sync::RwLock::new((version, Arc::new(statements))),
+        })
+    }
+
+    /// Follows a switch of the active version; true when the queries changed version.
+    pub async fn refresh(&self, session: &Session) -> Result<bool, ProjectionError> {
+        let active = crate::versions::active(session, &self.base).await?;
+        if active == self.version() {
+            return Ok(false);
+        }
+        let statements =
+            Statements::prepare(session, &crate::versions::keyspace_of(&self.base, active)).await?;
+        if let Ok(mut current) = self.current.write() {
+            *current = (active, Arc::new(statements));
+        }
+        Ok(true)
+    }
+
+    /// The version queried.
+    pub fn version(&self) -> i32 {
+        self.current.read().map(|c| c.0).unwrap_or(1)
+    }
+
+    fn statements(&self) -> Arc<Statements> {
+        match self.current.read() {
+            Ok(current) => current.1.clone(),
+            Err(poisoned) => poisoned.into_inner().1.clone(),
+        }
     }
 
     /// One upload, whoever owns it (callers check the tenant).
@@ -134,7 +187,7 @@ impl ReadModels {
             Option<CqlTimestamp>,
         );
         let row = session
-            .execute_unpaged(&self.upload, (upload_id,))
+            .execute_unpaged(&self.statements().upload, (upload_id,))
             .await
             .map_err(ProjectionError::cql)?
             .into_rows_result()
@@ -163,7 +216,7 @@ impl ReadModels {
         upload_id: &str,
     ) -> Result<(i64, i64), ProjectionError> {
         let rows = session
-            .execute_unpaged(&self.parts, (upload_id,))
+            .execute_unpaged(&self.statements().parts, (upload_id,))
             .await
             .map_err(ProjectionError::cql)?
             .into_rows_result()
@@ -197,7 +250,7 @@ impl ReadModels {
             Option<String>,
         );
         let rows = session
-            .execute_unpaged(&self.variants, (upload_id,))
+            .execute_unpaged(&self.statements().variants, (upload_id,))
             .await
             .map_err(ProjectionError::cql)?
             .into_rows_result()
@@ -233,7 +286,7 @@ impl ReadModels {
             None => ("9999-12".to_string(), None),
         };
         let months: Vec<String> = session
-            .execute_unpaged(&self.months, (tenant_id, &month))
+            .execute_unpaged(&self.statements().months, (tenant_id, &month))
             .await
             .map_err(ProjectionError::cql)?
             .into_rows_result()
@@ -252,12 +305,18 @@ impl ReadModels {
             let result = match &after {
                 Some(after) => {
                     session
-                        .execute_unpaged(&self.listing_after, (tenant_id, &bucket, after, want))
+                        .execute_unpaged(
+                            &self.statements().listing_after,
+                            (tenant_id, &bucket, after, want),
+                        )
                         .await
                 }
                 None => {
                     session
-                        .execute_unpaged(&self.listing_first, (tenant_id, &bucket, want))
+                        .execute_unpaged(
+                            &self.statements().listing_first,
+                            (tenant_id, &bucket, want),
+                        )
                         .await
                 }
             }

@@ -1,4 +1,4 @@
-//! The read models' tables. Every write carries the event's time (`USING TIMESTAMP`), so
+//! The read models' tables. Every write carries the event's log position (`USING TIMESTAMP`, see [`crate::fold::write_timestamp`]), so
 //! replaying or redelivering an event changes nothing, and no table uses counters.
 
 use tributary_runtime::cql::Migration;

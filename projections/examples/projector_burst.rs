@@ -21,35 +21,60 @@ use tributary_schemas::{
 fn upload_events(tenant: &str) -> Vec<Event> {
     let upload = uuid::Uuid::now_v7().to_string();
     let meta = || EventMeta::new(tenant, Some(upload.clone()), "bench", &upload, None);
-    let mut events = vec![Event::new(meta(), UploadInitiated {
-        filename: "photo.jpg".into(),
-        size: 10_485_760,
-        content_type: "image/jpeg".into(),
-        bucket: "tributary".into(),
-        object_key: format!("uploads/{tenant}/{upload}/original"),
-        s3_upload_id: "s3".into(),
-        part_size: 5_242_880,
-        part_count: 2,
-        sha256: None,
-        metadata: Default::default(),
-        expires_at: tributary_schemas::now_micros() + 86_400_000_000,
-    })];
+    let mut events = vec![Event::new(
+        meta(),
+        UploadInitiated {
+            filename: "photo.jpg".into(),
+            size: 10_485_760,
+            content_type: "image/jpeg".into(),
+            bucket: "tributary".into(),
+            object_key: format!("uploads/{tenant}/{upload}/original"),
+            s3_upload_id: "s3".into(),
+            part_size: 5_242_880,
+            part_count: 2,
+            sha256: None,
+            metadata: Default::default(),
+            expires_at: tributary_schemas::now_micros() + 86_400_000_000,
+        },
+    )];
     for part in 1..=2 {
-        events.push(Event::new(meta(), PartConfirmed { part_number: part, etag: "\"e\"".into(), size: 5_242_880 }));
+        events.push(Event::new(
+            meta(),
+            PartConfirmed {
+                part_number: part,
+                etag: "\"e\"".into(),
+                size: 5_242_880,
+            },
+        ));
     }
     events.push(Event::new(meta(), UploadCompletionRequested {}));
-    events.push(Event::new(meta(), UploadAssembled { size: 10_485_760, etag: "\"m\"".into(), sha256: None }));
-    events.push(Event::new(meta(), UploadValidated { detected_content_type: "image/jpeg".into() }));
+    events.push(Event::new(
+        meta(),
+        UploadAssembled {
+            size: 10_485_760,
+            etag: "\"m\"".into(),
+            sha256: None,
+        },
+    ));
+    events.push(Event::new(
+        meta(),
+        UploadValidated {
+            detected_content_type: "image/jpeg".into(),
+        },
+    ));
     for (variant, side) in [("display", 1280), ("thumb", 320)] {
-        events.push(Event::new(meta(), VariantProduced {
-            variant: variant.into(),
-            object_key: format!("uploads/{tenant}/{upload}/variants/{variant}.webp"),
-            content_type: "image/webp".into(),
-            size: 50_000,
-            width: Some(side),
-            height: Some(side * 3 / 4),
-            placeholder: None,
-        }));
+        events.push(Event::new(
+            meta(),
+            VariantProduced {
+                variant: variant.into(),
+                object_key: format!("uploads/{tenant}/{upload}/variants/{variant}.webp"),
+                content_type: "image/webp".into(),
+                size: 50_000,
+                width: Some(side),
+                height: Some(side * 3 / 4),
+                placeholder: None,
+            },
+        ));
     }
     events.push(Event::new(meta(), UploadReady { variant_count: 2 }));
     events
@@ -57,7 +82,10 @@ fn upload_events(tenant: &str) -> Vec<Event> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let target: usize = std::env::var("EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let target: usize = std::env::var("EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let tenants = 50;
     let config = testing::stack_config();
     let session = cql::connect(&config.cql).await?;
@@ -70,7 +98,9 @@ async fn main() -> anyhow::Result<()> {
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let names: Vec<String> = (0..tenants).map(|t| testing::unique(&format!("bench{t}"))).collect();
+    let names: Vec<String> = (0..tenants)
+        .map(|t| testing::unique(&format!("bench{t}")))
+        .collect();
     let per_tenant = target / tenants / 9;
     let by_tenant: Vec<Vec<Event>> = names
         .iter()
@@ -96,7 +126,9 @@ async fn main() -> anyhow::Result<()> {
                 futures::stream::iter(events.iter())
                     .map(|e| publisher.publish(e))
                     .buffered(256)
-                    .for_each(|r| async move { r.expect("publish"); })
+                    .for_each(|r| async move {
+                        r.expect("publish");
+                    })
                     .await;
             }
         })
@@ -105,7 +137,10 @@ async fn main() -> anyhow::Result<()> {
 
     // Caught up when each tenant's last upload is `ready` (its partition is applied in order).
     let query = session
-        .prepare(format!("SELECT state FROM {}.uploads_by_id WHERE upload_id = ?", config.cql.keyspace))
+        .prepare(format!(
+            "SELECT state FROM {}.uploads_by_id WHERE upload_id = ?",
+            config.cql.keyspace
+        ))
         .await?;
     let mut pending = last_of_tenant;
     while !pending.is_empty() {
@@ -125,7 +160,10 @@ async fn main() -> anyhow::Result<()> {
         if !pending.is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "not caught up within 600 s");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "not caught up within 600 s"
+        );
     }
     let projected = started.elapsed();
     stop.cancel();

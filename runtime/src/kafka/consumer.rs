@@ -108,16 +108,7 @@ pub async fn run_consumer<H: Handler>(
     mut handler: H,
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
-    let consumer: StreamConsumer = base_client_config(kafka, &settings.client_id)
-        .set("group.id", &settings.group_id)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        // Offsets are stored by hand, after the handler succeeded.
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", settings.auto_offset_reset)
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
+    let consumer: StreamConsumer = group_member(kafka, settings)
         .create()
         .map_err(KafkaError::Setup)?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
@@ -189,6 +180,22 @@ pub async fn run_consumer<H: Handler>(
     }
     tracing::info!(group = %group, "consumer stopped");
     Ok(())
+}
+
+/// Client settings of a consumer-group member that stores offsets by hand, after its
+/// handler succeeded (librdkafka commits stored offsets every second and on shutdown).
+fn group_member(kafka: &KafkaConfig, settings: &ConsumerSettings) -> rdkafka::ClientConfig {
+    let mut config = base_client_config(kafka, &settings.client_id);
+    config
+        .set("group.id", &settings.group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", settings.auto_offset_reset)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000");
+    config
 }
 
 /// Handles one record, retrying retryable failures with backoff. Returns `false` when shutdown
@@ -320,15 +327,7 @@ pub async fn run_batch_consumer<H: BatchHandler>(
     mut handler: H,
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
-    let consumer: StreamConsumer = base_client_config(kafka, &settings.client_id)
-        .set("group.id", &settings.group_id)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", settings.auto_offset_reset)
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
+    let consumer: StreamConsumer = group_member(kafka, settings)
         // Bigger fetches: a batch consumer wants many records per poll.
         .set("fetch.min.bytes", "1")
         .set("queued.min.messages", "20000")

@@ -102,3 +102,79 @@ pub async fn start_group_at_end(
     .await
     .map_err(|e| KafkaError::Task(e.to_string()))?
 }
+
+/// Every event of `tenant_id` on `topic` from `since_ms` (milliseconds since the epoch) up to
+/// each partition's current end, in log order per partition. Blocking; panics on a broker
+/// failure, as a test should.
+pub fn events_since(
+    config: &Config,
+    topic: &str,
+    tenant_id: &str,
+    since_ms: i64,
+) -> Vec<tributary_schemas::Event> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message as _;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let consumer: BaseConsumer = crate::kafka::base_client_config(&config.kafka, "tributary-tests")
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let partitions = crate::topics::spec(topic)
+        .expect("declared topic")
+        .partitions;
+    let mut by_time = TopicPartitionList::new();
+    for partition in 0..partitions {
+        by_time
+            .add_partition_offset(topic, partition, Offset::Offset(since_ms))
+            .expect("partition list");
+    }
+    let start = consumer
+        .offsets_for_times(by_time, Duration::from_secs(10))
+        .expect("offsets for times");
+    let mut ends = Vec::new();
+    let mut assignment = TopicPartitionList::new();
+    for element in start.elements() {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, element.partition(), Duration::from_secs(10))
+            .expect("watermarks");
+        let from = match element.offset() {
+            Offset::Offset(o) => o,
+            _ => high,
+        };
+        if from < high {
+            assignment
+                .add_partition_offset(topic, element.partition(), Offset::Offset(from))
+                .expect("partition list");
+            ends.push((element.partition(), high));
+        }
+    }
+    let mut found = Vec::new();
+    if ends.is_empty() {
+        return found;
+    }
+    consumer.assign(&assignment).expect("assign");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut positions = std::collections::HashMap::new();
+    while ends
+        .iter()
+        .any(|(p, high)| positions.get(p).copied().unwrap_or(-1) + 1 < *high)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "could not read {topic} to its end"
+        );
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        positions.insert(message.partition(), message.offset());
+        let Some(Ok(event)) = message.payload().map(tributary_schemas::decode) else {
+            continue;
+        };
+        if event.meta.tenant_id == tenant_id {
+            found.push(event);
+        }
+    }
+    found
+}

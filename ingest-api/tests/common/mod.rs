@@ -7,11 +7,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message as _;
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
-use tributary_runtime::kafka::base_client_config;
 use tributary_runtime::{testing, topics};
 use tributary_schemas::Event;
 
@@ -148,75 +144,12 @@ impl Api {
 /// Every lifecycle event of `tenant_id` currently in Kafka, in log order, read from the
 /// offsets at `since_ms` (milliseconds since the epoch) up to each partition's end.
 pub fn lifecycle_events(tenant_id: &str, since_ms: i64) -> Vec<Event> {
-    let config = testing::stack_config();
-    let consumer: BaseConsumer = base_client_config(&config.kafka, "ingest-api-tests")
-        .set("group.id", testing::unique("reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let partitions = topics::spec(topics::LIFECYCLE)
-        .expect("declared")
-        .partitions;
-    let mut by_time = TopicPartitionList::new();
-    for partition in 0..partitions {
-        by_time
-            .add_partition_offset(topics::LIFECYCLE, partition, Offset::Offset(since_ms))
-            .expect("tpl");
-    }
-    let start = consumer
-        .offsets_for_times(by_time, Duration::from_secs(10))
-        .expect("offsets for times");
-    let mut ends = Vec::new();
-    let mut assignment = TopicPartitionList::new();
-    for element in start.elements() {
-        let (_, high) = consumer
-            .fetch_watermarks(
-                topics::LIFECYCLE,
-                element.partition(),
-                Duration::from_secs(10),
-            )
-            .expect("watermarks");
-        let from = match element.offset() {
-            Offset::Offset(o) => o,
-            _ => high,
-        };
-        if from < high {
-            assignment
-                .add_partition_offset(topics::LIFECYCLE, element.partition(), Offset::Offset(from))
-                .expect("tpl");
-            ends.push((element.partition(), high));
-        }
-    }
-    let mut events = Vec::new();
-    if ends.is_empty() {
-        return events;
-    }
-    consumer.assign(&assignment).expect("assign");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut positions: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
-    while ends
-        .iter()
-        .any(|(p, high)| positions.get(p).copied().unwrap_or(-1) + 1 < *high)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "could not read the lifecycle topic to its end"
-        );
-        let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        positions.insert(message.partition(), message.offset());
-        let Some(payload) = message.payload() else {
-            continue;
-        };
-        let Ok(event) = tributary_schemas::decode(payload) else {
-            continue;
-        };
-        if event.meta.tenant_id == tenant_id {
-            events.push(event);
-        }
-    }
-    events
+    testing::events_since(
+        &testing::stack_config(),
+        topics::LIFECYCLE,
+        tenant_id,
+        since_ms,
+    )
 }
 
 /// Milliseconds since the epoch, to mark where a test starts reading the log.

@@ -10,12 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message as _;
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use tributary_runtime::kafka::base_client_config;
 use tributary_runtime::{testing, topics};
 use tributary_schemas::Event;
 
@@ -382,66 +378,7 @@ impl Pipeline {
 
 /// Every event of `tenant_id` on `topic` from `since_ms` to the current end, in log order.
 pub fn events(topic: &str, tenant_id: &str, since_ms: i64) -> Vec<Event> {
-    let config = testing::stack_config();
-    let consumer: BaseConsumer = base_client_config(&config.kafka, "processor-tests")
-        .set("group.id", testing::unique("reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let partitions = topics::spec(topic).expect("declared").partitions;
-    let mut by_time = TopicPartitionList::new();
-    for partition in 0..partitions {
-        by_time
-            .add_partition_offset(topic, partition, Offset::Offset(since_ms))
-            .expect("tpl");
-    }
-    let start = consumer
-        .offsets_for_times(by_time, Duration::from_secs(10))
-        .expect("offsets for times");
-    let mut ends = Vec::new();
-    let mut assignment = TopicPartitionList::new();
-    for element in start.elements() {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, element.partition(), Duration::from_secs(10))
-            .expect("watermarks");
-        let from = match element.offset() {
-            Offset::Offset(o) => o,
-            _ => high,
-        };
-        if from < high {
-            assignment
-                .add_partition_offset(topic, element.partition(), Offset::Offset(from))
-                .expect("tpl");
-            ends.push((element.partition(), high));
-        }
-    }
-    let mut found = Vec::new();
-    if ends.is_empty() {
-        return found;
-    }
-    consumer.assign(&assignment).expect("assign");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut positions = std::collections::HashMap::new();
-    while ends
-        .iter()
-        .any(|(p, high)| positions.get(p).copied().unwrap_or(-1) + 1 < *high)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "could not read {topic} to its end"
-        );
-        let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        positions.insert(message.partition(), message.offset());
-        let Some(Ok(event)) = message.payload().map(tributary_schemas::decode) else {
-            continue;
-        };
-        if event.meta.tenant_id == tenant_id {
-            found.push(event);
-        }
-    }
-    found
+    testing::events_since(&testing::stack_config(), topic, tenant_id, since_ms)
 }
 
 /// Events of one upload, by type name.

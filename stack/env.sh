@@ -19,6 +19,7 @@ export TRIBUTARY_STATE_DIR TRIBUTARY_CACHE CARGO_TARGET_DIR
 : "${S3_PORT:=3900}"
 : "${GARAGE_RPC_PORT:=3901}"
 : "${GARAGE_ADMIN_PORT:=3903}"
+: "${CLAMD_PORT:=3310}"
 
 # Development credentials of the local S3 server; Garage key ids are "GK" + 24 hex digits.
 : "${TRIBUTARY_S3_BUCKET:=tributary}"
@@ -93,7 +94,7 @@ render() {
       -e "s|@CASSANDRA_PORT@|$CASSANDRA_PORT|g" -e "s|@CASSANDRA_STORAGE_PORT@|$CASSANDRA_STORAGE_PORT|g" \
       -e "s|@S3_PORT@|$S3_PORT|g" -e "s|@GARAGE_RPC_PORT@|$GARAGE_RPC_PORT|g" \
       -e "s|@GARAGE_ADMIN_PORT@|$GARAGE_ADMIN_PORT|g" -e "s|@GARAGE_RPC_SECRET@|$GARAGE_RPC_SECRET|g" \
-      -e "s|@GARAGE_ADMIN_TOKEN@|$GARAGE_ADMIN_TOKEN|g" \
+      -e "s|@GARAGE_ADMIN_TOKEN@|$GARAGE_ADMIN_TOKEN|g" -e "s|@CLAMD_PORT@|$CLAMD_PORT|g" \
       "$src" > "$dst"
 }
 

@@ -9,18 +9,28 @@
 //! Sessions are expired only `expiry_grace_secs` after their deadline: the API refuses
 //! completion after the deadline, so a completion it accepted just before is in the log by
 //! then, provided the janitor does not lag by more than the grace period.
+//!
+//! It is also the watchdog of uploads after completion: one that has not reached a final
+//! state (`UploadReady`, `UploadRejected`, `ProcessingFailed`, deleted) within
+//! `processing_timeout_secs` of `UploadCompletionRequested` — an event dead-lettered by a
+//! processor, a processor down for hours — gets `ProcessingFailed` (stage `watchdog`, the
+//! last step it reached in the reason), so it never stays "processing" forever and its
+//! concurrency slot is released. A processor that finishes it later still may: the later
+//! final event wins in the read models.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tributary_runtime::kafka::{HandleError, Handler, Message};
 use tributary_runtime::topics;
-use tributary_schemas::{Event, EventMeta, EventPayload, UploadExpired, now_micros};
+use tributary_schemas::{
+    Event, EventMeta, EventPayload, ProcessingFailed, UploadExpired, now_micros,
+};
 
 use crate::outcome::retry;
 use crate::service::{Context, decode};
 use crate::storage::{self, StorageError};
-use crate::store::{Deadline, UploadFacts, hour_of};
+use crate::store::{Deadline, Schedule, UploadFacts, hour_of};
 
 /// Default consumer group.
 pub const GROUP: &str = "tributary-janitor";
@@ -28,8 +38,12 @@ pub const GROUP: &str = "tributary-janitor";
 /// Outcome stage recorded when a session no longer needs expiring.
 const CLOSED: &str = "closed";
 
-/// Name of the sweep's cursor row.
-const CURSOR: &str = "expiry";
+/// Outcome stage recorded when an upload reached a final state (the watchdog's business is
+/// done).
+const FINISHED: &str = "finished";
+
+/// Outcome stage holding the last processing step seen (for the watchdog's reason).
+const LAST_STEP: &str = "last_step";
 
 /// How far back a first sweep looks (longer than any session lifetime).
 const FIRST_SWEEP_HOURS: i64 = 8 * 24;
@@ -64,23 +78,59 @@ impl Handler for Janitor {
                 let facts = UploadFacts::from_event(&upload_id, &event.meta.tenant_id, initiated);
                 store.put_upload(&facts).await.map_err(retry)?;
                 store
-                    .put_deadline(&Deadline {
-                        upload_id,
-                        tenant_id: event.meta.tenant_id.clone(),
-                        expires_at: initiated.expires_at,
-                    })
+                    .put_deadline(
+                        Schedule::Expiry,
+                        &Deadline {
+                            upload_id,
+                            tenant_id: event.meta.tenant_id.clone(),
+                            expires_at: initiated.expires_at,
+                        },
+                    )
                     .await
                     .map_err(retry)
             }
-            EventPayload::UploadCompletionRequested(_)
-            | EventPayload::UploadAborted(_)
-            | EventPayload::UploadExpired(_) => store
+            EventPayload::UploadCompletionRequested(_) => {
+                store
+                    .put_outcome(&upload_id, CLOSED, event.event_type())
+                    .await
+                    .map_err(retry)?;
+                let timeout = self.ctx.settings.processing_timeout();
+                store
+                    .put_deadline(
+                        Schedule::Watchdog,
+                        &Deadline {
+                            upload_id,
+                            tenant_id: event.meta.tenant_id.clone(),
+                            expires_at: event.meta.occurred_at.saturating_add(
+                                i64::try_from(timeout.as_micros()).unwrap_or(i64::MAX),
+                            ),
+                        },
+                    )
+                    .await
+                    .map_err(retry)
+            }
+            EventPayload::UploadAborted(_) | EventPayload::UploadExpired(_) => store
                 .put_outcome(&upload_id, CLOSED, event.event_type())
+                .await
+                .map_err(retry),
+            EventPayload::UploadAssembled(_)
+            | EventPayload::UploadValidated(_)
+            | EventPayload::MediaJobRequested(_)
+            | EventPayload::VariantProduced(_) => store
+                .put_outcome(&upload_id, LAST_STEP, event.event_type())
+                .await
+                .map_err(retry),
+            EventPayload::UploadReady(_) | EventPayload::ProcessingFailed(_) => store
+                .put_outcome(&upload_id, FINISHED, event.event_type())
                 .await
                 .map_err(retry),
             EventPayload::UploadRejected(_) | EventPayload::UploadDeleted(_) => {
                 store
                     .put_outcome(&upload_id, CLOSED, event.event_type())
+                    .await
+                    .map_err(retry)?;
+                store
+                    .put_outcome(&upload_id, FINISHED, event.event_type())
                     .await
                     .map_err(retry)?;
                 clean_up(&self.ctx, &upload_id).await
@@ -124,8 +174,10 @@ async fn abort_multipart(ctx: &Context, facts: &UploadFacts) -> Result<(), Stora
 async fn sweep_loop(ctx: Context, stop: CancellationToken) {
     let interval = ctx.settings.sweep_interval();
     loop {
-        if let Err(error) = sweep(&ctx).await {
-            tracing::warn!(%error, "expiry sweep failed; retrying at the next one");
+        for schedule in [Schedule::Expiry, Schedule::Watchdog] {
+            if let Err(error) = sweep(&ctx, schedule).await {
+                tracing::warn!(%error, ?schedule, "sweep failed; retrying at the next one");
+            }
         }
         tokio::select! {
             () = stop.cancelled() => return,
@@ -134,29 +186,88 @@ async fn sweep_loop(ctx: Context, stop: CancellationToken) {
     }
 }
 
-/// One pass: expires every session whose deadline plus grace has passed.
-pub async fn sweep(ctx: &Context) -> Result<usize, HandleError> {
-    let grace = Duration::from_secs(ctx.settings.expiry_grace_secs);
+/// One pass over `schedule`: handles every deadline whose time (plus, for expiry, the grace)
+/// has passed; returns how many uploads it expired or failed.
+pub async fn sweep(ctx: &Context, schedule: Schedule) -> Result<usize, HandleError> {
+    let grace = match schedule {
+        Schedule::Expiry => Duration::from_secs(ctx.settings.expiry_grace_secs),
+        Schedule::Watchdog => Duration::ZERO,
+    };
     let now = now_micros() - i64::try_from(grace.as_micros()).unwrap_or(i64::MAX);
     let current = hour_of(now);
     let first = ctx
         .store
-        .cursor(CURSOR)
+        .cursor(schedule.cursor())
         .await
         .map_err(retry)?
         .unwrap_or(current - FIRST_SWEEP_HOURS);
-    let mut expired = 0;
+    let mut acted = 0;
     for hour in first..=current {
-        for deadline in ctx.store.due(hour, now).await.map_err(retry)? {
-            if expire(ctx, &deadline).await? {
-                expired += 1;
+        for deadline in ctx.store.due(schedule, hour, now).await.map_err(retry)? {
+            let done = match schedule {
+                Schedule::Expiry => expire(ctx, &deadline).await?,
+                Schedule::Watchdog => fail_stuck(ctx, &deadline).await?,
+            };
+            if done {
+                acted += 1;
             }
-            ctx.store.delete_deadline(&deadline).await.map_err(retry)?;
+            ctx.store
+                .delete_deadline(schedule, &deadline)
+                .await
+                .map_err(retry)?;
         }
     }
     // Every deadline of a past hour is due, and all were handled above.
-    ctx.store.put_cursor(CURSOR, current).await.map_err(retry)?;
-    Ok(expired)
+    ctx.store
+        .put_cursor(schedule.cursor(), current)
+        .await
+        .map_err(retry)?;
+    Ok(acted)
+}
+
+/// Fails an upload that is still unfinished at its watchdog deadline; true if it did.
+async fn fail_stuck(ctx: &Context, deadline: &Deadline) -> Result<bool, HandleError> {
+    let upload_id = &deadline.upload_id;
+    let store = &ctx.store;
+    if store
+        .outcome(upload_id, FINISHED)
+        .await
+        .map_err(retry)?
+        .is_some()
+    {
+        return Ok(false);
+    }
+    let last_step = store
+        .outcome(upload_id, LAST_STEP)
+        .await
+        .map_err(retry)?
+        .unwrap_or_else(|| "UploadCompletionRequested".to_string());
+    let timeout = ctx.settings.processing_timeout().as_secs();
+    let event = Event::new(
+        EventMeta::new(
+            &deadline.tenant_id,
+            Some(upload_id.clone()),
+            ctx.producer_name.clone(),
+            upload_id.clone(),
+            None,
+        ),
+        ProcessingFailed {
+            stage: "watchdog".into(),
+            reason: format!(
+                "processing_timeout: not finished {timeout} s after completion was requested \
+                 (last step: {last_step})"
+            ),
+            retryable: true,
+        },
+    );
+    ctx.publish(&event).await?;
+    store
+        .put_outcome(upload_id, FINISHED, event.event_type())
+        .await
+        .map_err(retry)?;
+    metrics::counter!("tributary_janitor_stuck_uploads_failed_total").increment(1);
+    tracing::warn!(%upload_id, %last_step, "upload stuck after completion; failed by the watchdog");
+    Ok(true)
 }
 
 /// Expires one session unless it was closed meanwhile; true if it expired it.

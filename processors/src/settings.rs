@@ -32,6 +32,18 @@ pub struct ProcessorSettings {
     /// How long after its deadline an unfinished session is expired, seconds: completions
     /// accepted just before the deadline are still on their way through Kafka.
     pub expiry_grace_secs: u64,
+    /// How long after completion was requested an upload may take to reach a final state
+    /// before the janitor's watchdog fails it, seconds (longer than the slowest legitimate
+    /// job: a `max_video_secs` video transcoded at real time, plus queueing).
+    pub processing_timeout_secs: u64,
+    /// `host:port` of a clamd the validator streams every accepted object to (INSTREAM);
+    /// unset: no malware scan.
+    pub clamd_addr: Option<String>,
+    /// Largest object scanned, bytes (clamd's `StreamMaxLength` must be at least this);
+    /// larger ones pass unscanned and are counted.
+    pub malware_scan_max_bytes: u64,
+    /// Wall-clock limit of one scan, seconds.
+    pub malware_scan_timeout_secs: u64,
 }
 
 impl Default for ProcessorSettings {
@@ -47,6 +59,10 @@ impl Default for ProcessorSettings {
             ffprobe: "ffprobe".into(),
             sweep_interval_secs: 30,
             expiry_grace_secs: 60,
+            processing_timeout_secs: 3 * 3600,
+            clamd_addr: None,
+            malware_scan_max_bytes: 100 << 20,
+            malware_scan_timeout_secs: 300,
         }
     }
 }
@@ -65,6 +81,16 @@ impl ProcessorSettings {
     /// The consumer group to join: the override, or the binary's default.
     pub fn group_or(&self, default: &str) -> String {
         self.group.clone().unwrap_or_else(|| default.to_string())
+    }
+
+    /// [`Self::processing_timeout_secs`] as a duration.
+    pub fn processing_timeout(&self) -> Duration {
+        Duration::from_secs(self.processing_timeout_secs)
+    }
+
+    /// [`Self::malware_scan_timeout_secs`] as a duration.
+    pub fn malware_scan_timeout(&self) -> Duration {
+        Duration::from_secs(self.malware_scan_timeout_secs.max(1))
     }
 
     /// [`Self::sweep_interval_secs`] as a duration (at least 1 s).

@@ -26,26 +26,39 @@ fn fail(what: &'static str) -> impl FnOnce(String) -> StoreError {
 }
 
 /// Migrations of component `processors`.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "processor state",
-    statements: &[
-        "CREATE TABLE IF NOT EXISTS {keyspace}.proc_uploads (upload_id text PRIMARY KEY, \
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "processor state",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS {keyspace}.proc_uploads (upload_id text PRIMARY KEY, \
          tenant_id text, filename text, size bigint, content_type text, bucket text, \
          object_key text, s3_upload_id text, part_size bigint, part_count int, sha256 text, \
          expires_at bigint) WITH default_time_to_live = 2592000",
-        "CREATE TABLE IF NOT EXISTS {keyspace}.proc_parts (upload_id text, part_number int, \
+            "CREATE TABLE IF NOT EXISTS {keyspace}.proc_parts (upload_id text, part_number int, \
          etag text, size bigint, PRIMARY KEY (upload_id, part_number)) \
          WITH default_time_to_live = 2592000",
-        "CREATE TABLE IF NOT EXISTS {keyspace}.proc_outcomes (upload_id text, stage text, \
+            "CREATE TABLE IF NOT EXISTS {keyspace}.proc_outcomes (upload_id text, stage text, \
          detail text, PRIMARY KEY (upload_id, stage)) WITH default_time_to_live = 2592000",
-        // Deadlines bucketed by hour so a sweep reads a few small partitions, never the table.
-        "CREATE TABLE IF NOT EXISTS {keyspace}.janitor_deadlines (hour bigint, expires_at bigint, \
+            // Deadlines bucketed by hour so a sweep reads a few small partitions, never the table.
+            "CREATE TABLE IF NOT EXISTS {keyspace}.janitor_deadlines (hour bigint, expires_at bigint, \
          upload_id text, tenant_id text, PRIMARY KEY (hour, expires_at, upload_id)) \
          WITH default_time_to_live = 2592000",
-        "CREATE TABLE IF NOT EXISTS {keyspace}.janitor_cursor (name text PRIMARY KEY, hour bigint)",
-    ],
-}];
+            "CREATE TABLE IF NOT EXISTS {keyspace}.janitor_cursor (name text PRIMARY KEY, hour bigint)",
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "processing watchdog",
+        statements: &[
+            // Same shape as the session deadlines: when an upload whose completion was requested
+            // must have reached a final state.
+            "CREATE TABLE IF NOT EXISTS {keyspace}.janitor_watchdog (hour bigint, expires_at bigint, \
+         upload_id text, tenant_id text, PRIMARY KEY (hour, expires_at, upload_id)) \
+         WITH default_time_to_live = 2592000",
+        ],
+    },
+];
 
 /// Facts of an upload, from its `UploadInitiated`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,9 +138,9 @@ pub struct Store {
     put_outcome: PreparedStatement,
     outcome: PreparedStatement,
     outcomes: PreparedStatement,
-    put_deadline: PreparedStatement,
-    deadlines: PreparedStatement,
-    delete_deadline: PreparedStatement,
+    put_deadline: [PreparedStatement; 2],
+    deadlines: [PreparedStatement; 2],
+    delete_deadline: [PreparedStatement; 2],
     put_cursor: PreparedStatement,
     cursor: PreparedStatement,
 }
@@ -163,9 +176,18 @@ impl Store {
             put_outcome: prepare("INSERT INTO {ks}.proc_outcomes (upload_id, stage, detail) VALUES (?, ?, ?)").await?,
             outcome: prepare("SELECT detail FROM {ks}.proc_outcomes WHERE upload_id = ? AND stage = ?").await?,
             outcomes: prepare("SELECT stage, detail FROM {ks}.proc_outcomes WHERE upload_id = ?").await?,
-            put_deadline: prepare("INSERT INTO {ks}.janitor_deadlines (hour, expires_at, upload_id, tenant_id) VALUES (?, ?, ?, ?)").await?,
-            deadlines: prepare("SELECT expires_at, upload_id, tenant_id FROM {ks}.janitor_deadlines WHERE hour = ? AND expires_at <= ?").await?,
-            delete_deadline: prepare("DELETE FROM {ks}.janitor_deadlines WHERE hour = ? AND expires_at = ? AND upload_id = ?").await?,
+            put_deadline: [
+                prepare("INSERT INTO {ks}.janitor_deadlines (hour, expires_at, upload_id, tenant_id) VALUES (?, ?, ?, ?)").await?,
+                prepare("INSERT INTO {ks}.janitor_watchdog (hour, expires_at, upload_id, tenant_id) VALUES (?, ?, ?, ?)").await?,
+            ],
+            deadlines: [
+                prepare("SELECT expires_at, upload_id, tenant_id FROM {ks}.janitor_deadlines WHERE hour = ? AND expires_at <= ?").await?,
+                prepare("SELECT expires_at, upload_id, tenant_id FROM {ks}.janitor_watchdog WHERE hour = ? AND expires_at <= ?").await?,
+            ],
+            delete_deadline: [
+                prepare("DELETE FROM {ks}.janitor_deadlines WHERE hour = ? AND expires_at = ? AND upload_id = ?").await?,
+                prepare("DELETE FROM {ks}.janitor_watchdog WHERE hour = ? AND expires_at = ? AND upload_id = ?").await?,
+            ],
             put_cursor: prepare("INSERT INTO {ks}.janitor_cursor (name, hour) VALUES (?, ?)").await?,
             cursor: prepare("SELECT hour FROM {ks}.janitor_cursor WHERE name = ?").await?,
             session,
@@ -326,11 +348,11 @@ impl Store {
         Ok(out)
     }
 
-    /// Schedules an upload's expiry check.
-    pub async fn put_deadline(&self, d: &Deadline) -> Result<(), StoreError> {
+    /// Schedules a check of an upload on `schedule`.
+    pub async fn put_deadline(&self, schedule: Schedule, d: &Deadline) -> Result<(), StoreError> {
         self.session
             .execute_unpaged(
-                &self.put_deadline,
+                &self.put_deadline[schedule as usize],
                 (
                     hour_of(d.expires_at),
                     d.expires_at,
@@ -343,11 +365,16 @@ impl Store {
         Ok(())
     }
 
-    /// Deadlines of `hour` that are due at `now` (micros).
-    pub async fn due(&self, hour: i64, now: i64) -> Result<Vec<Deadline>, StoreError> {
+    /// Deadlines of `schedule` in `hour` that are due at `now` (micros).
+    pub async fn due(
+        &self,
+        schedule: Schedule,
+        hour: i64,
+        now: i64,
+    ) -> Result<Vec<Deadline>, StoreError> {
         let rows = self
             .session
-            .execute_unpaged(&self.deadlines, (hour, now))
+            .execute_unpaged(&self.deadlines[schedule as usize], (hour, now))
             .await
             .map_err(|e| fail("read deadlines")(e.to_string()))?
             .into_rows_result()
@@ -368,11 +395,15 @@ impl Store {
         Ok(due)
     }
 
-    /// Removes a handled deadline.
-    pub async fn delete_deadline(&self, d: &Deadline) -> Result<(), StoreError> {
+    /// Removes a handled deadline of `schedule`.
+    pub async fn delete_deadline(
+        &self,
+        schedule: Schedule,
+        d: &Deadline,
+    ) -> Result<(), StoreError> {
         self.session
             .execute_unpaged(
-                &self.delete_deadline,
+                &self.delete_deadline[schedule as usize],
                 (hour_of(d.expires_at), d.expires_at, &d.upload_id),
             )
             .await
@@ -404,7 +435,27 @@ impl Store {
     }
 }
 
-/// An unfinished session's deadline.
+/// The janitor's two schedules of deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// A session must be completed (or aborted) by its deadline, or it expires.
+    Expiry = 0,
+    /// An upload whose completion was requested must reach a final state by its deadline,
+    /// or the watchdog fails it.
+    Watchdog = 1,
+}
+
+impl Schedule {
+    /// Name of the schedule's sweep cursor.
+    pub fn cursor(self) -> &'static str {
+        match self {
+            Schedule::Expiry => "expiry",
+            Schedule::Watchdog => "watchdog",
+        }
+    }
+}
+
+/// A deadline on one of the janitor's schedules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deadline {
     /// Upload id.

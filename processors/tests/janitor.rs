@@ -93,3 +93,71 @@ async fn an_abandoned_session_expires_frees_its_parts_and_its_quota() {
         .expect("complete");
     assert!(complete.status().is_client_error(), "{}", complete.status());
 }
+
+#[tokio::test]
+async fn an_upload_stuck_after_completion_is_failed_by_the_watchdog() {
+    let since = common::now_ms();
+    let mut pipeline = Pipeline::start(
+        &[],
+        &[
+            ("TRIBUTARY_PROCESSORS__SWEEP_INTERVAL_SECS", "1"),
+            ("TRIBUTARY_PROCESSORS__PROCESSING_TIMEOUT_SECS", "6"),
+        ],
+    )
+    .await;
+    let tenant = pipeline.create_tenant(json!({})).await;
+
+    // A file that finishes normally: the watchdog must leave it alone.
+    let fine = pipeline
+        .upload(
+            &tenant,
+            "notes.bin",
+            "application/octet-stream",
+            &[1u8; 1000],
+        )
+        .await;
+    let status = pipeline
+        .wait_terminal(&tenant, &fine, Duration::from_secs(60))
+        .await;
+    assert_eq!(status["state"], "ready", "{status}");
+
+    // An image whose media job nobody runs (the transformer is down): stuck in processing.
+    pipeline.kill_processor("transformer");
+    let stuck = pipeline
+        .upload(
+            &tenant,
+            "photo.jpg",
+            "image/jpeg",
+            &common::oriented_jpeg(64, 48, 1),
+        )
+        .await;
+    let status = pipeline
+        .wait_terminal(&tenant, &stuck, Duration::from_secs(60))
+        .await;
+    assert_eq!(status["state"], "failed", "{status}");
+
+    let log = events(topics::LIFECYCLE, &tenant.id, since);
+    let failed = of_upload(&log, &stuck, "ProcessingFailed");
+    assert_eq!(failed.len(), 1, "exactly one watchdog failure");
+    let tributary_schemas::EventPayload::ProcessingFailed(failure) = &failed[0].payload else {
+        panic!("not a ProcessingFailed: {:?}", failed[0]);
+    };
+    assert_eq!(failure.stage, "watchdog");
+    assert!(
+        failure.reason.starts_with("processing_timeout")
+            && failure.reason.contains("UploadValidated"),
+        "{}",
+        failure.reason
+    );
+    // Its concurrency slot is released (the bytes stay: the original is stored).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while pipeline.usage(&tenant).await.1 != 0 {
+        assert!(std::time::Instant::now() < deadline, "slot not released");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The finished upload's deadline passed too, and it was not touched.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = events(topics::LIFECYCLE, &tenant.id, since);
+    assert!(of_upload(&log, &fine, "ProcessingFailed").is_empty());
+    assert_eq!(pipeline.status(&tenant, &fine).await["state"], "ready");
+}

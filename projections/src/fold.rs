@@ -13,6 +13,10 @@ use tributary_schemas::{Event, EventPayload};
 use crate::ProjectionError;
 
 /// Where an event sits in the log: what SSE ids and the timeline are keyed by.
+///
+/// Lifecycle and tenant-admin events carry positions in their own topics; the two never
+/// write the same rows (upload rows vs tenant and key rows), so offsets of one topic order
+/// every write they are compared with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogPosition {
     /// Partition of the lifecycle topic.
@@ -82,6 +86,16 @@ pub struct Writer {
     insert_part: PreparedStatement,
     insert_variant: PreparedStatement,
     insert_timeline: PreparedStatement,
+    insert_usage: PreparedStatement,
+    set_usage_stored: PreparedStatement,
+    set_usage_inactive: PreparedStatement,
+    delete_usage: PreparedStatement,
+    insert_tenant: PreparedStatement,
+    set_policy: PreparedStatement,
+    insert_key: PreparedStatement,
+    insert_tenant_key: PreparedStatement,
+    revoke_key: PreparedStatement,
+    revoke_tenant_key: PreparedStatement,
 }
 
 impl Writer {
@@ -104,6 +118,18 @@ impl Writer {
             insert_part: prepare("INSERT INTO {ks}.upload_parts (upload_id, part_number, etag, size) VALUES (?, ?, ?, ?) USING TIMESTAMP ?").await?,
             insert_variant: prepare("INSERT INTO {ks}.upload_variants (upload_id, variant, object_key, content_type, size, width, height, placeholder) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?").await?,
             insert_timeline: prepare("INSERT INTO {ks}.upload_timeline (upload_id, log_partition, log_offset, event_type, event_id, occurred_at) VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?").await?,
+            insert_usage: prepare("INSERT INTO {ks}.tenant_usage_items (tenant_id, month, upload_id, item, reserved_bytes, stored_bytes, active) VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?").await?,
+            set_usage_stored: prepare("UPDATE {ks}.tenant_usage_items USING TIMESTAMP ? SET reserved_bytes = 0, stored_bytes = ? WHERE tenant_id = ? AND month = ? AND upload_id = ? AND item = 'original'").await?,
+            set_usage_inactive: prepare("UPDATE {ks}.tenant_usage_items USING TIMESTAMP ? SET active = 0 WHERE tenant_id = ? AND month = ? AND upload_id = ? AND item = 'original'").await?,
+            // A range tombstone: shadows every item of the upload written before it, and
+            // any redelivered older write.
+            delete_usage: prepare("DELETE FROM {ks}.tenant_usage_items USING TIMESTAMP ? WHERE tenant_id = ? AND month = ? AND upload_id = ?").await?,
+            insert_tenant: prepare("INSERT INTO {ks}.tenants (tenant_id, name, max_file_size, allowed_content_types, byte_quota, max_concurrent_uploads, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?").await?,
+            set_policy: prepare("UPDATE {ks}.tenants USING TIMESTAMP ? SET max_file_size = ?, allowed_content_types = ?, byte_quota = ?, max_concurrent_uploads = ?, updated_at = ? WHERE tenant_id = ?").await?,
+            insert_key: prepare("INSERT INTO {ks}.keys_by_id (key_id, tenant_id, key_hash, issued_at, expires_at) VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?").await?,
+            insert_tenant_key: prepare("INSERT INTO {ks}.keys_by_tenant (tenant_id, key_id, key_hash, issued_at, expires_at) VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?").await?,
+            revoke_key: prepare("UPDATE {ks}.keys_by_id USING TIMESTAMP ? SET tenant_id = ?, revoked_at = ? WHERE key_id = ?").await?,
+            revoke_tenant_key: prepare("UPDATE {ks}.keys_by_tenant USING TIMESTAMP ? SET revoked_at = ? WHERE tenant_id = ? AND key_id = ?").await?,
         })
     }
 
@@ -170,6 +196,7 @@ impl Writer {
         }
         for (index, (event, at)) in events.iter().enumerate() {
             let Some(upload_id) = event.meta.upload_id.as_deref() else {
+                self.plan_tenant_admin(event, *at, &mut groups);
                 continue;
             };
             let tenant_id = event.meta.tenant_id.as_str();
@@ -177,6 +204,7 @@ impl Writer {
             let month = month_of(created_micros(upload_id));
             let upload_key = format!("u/{upload_id}");
             let listing_key = format!("l/{tenant_id}/{month}");
+            let usage_key = format!("g/{tenant_id}/{month}");
             let mut push = |key: &str, statement: &PreparedStatement, values: Vec<Value>| {
                 groups.entry(key.to_string()).or_default().push(Row {
                     statement: statement.clone(),
@@ -229,6 +257,51 @@ impl Writer {
                         &self.insert_month,
                         vec![text(tenant_id), text(&month), big(written)],
                     );
+                    push(
+                        &usage_key,
+                        &self.insert_usage,
+                        vec![
+                            text(tenant_id),
+                            text(&month),
+                            text(upload_id),
+                            text("original"),
+                            big(init.size),
+                            big(0),
+                            int(1),
+                            big(written),
+                        ],
+                    );
+                }
+                EventPayload::UploadAssembled(assembled) => {
+                    push(
+                        &usage_key,
+                        &self.set_usage_stored,
+                        vec![
+                            big(written),
+                            big(assembled.size),
+                            text(tenant_id),
+                            text(&month),
+                            text(upload_id),
+                        ],
+                    );
+                }
+                EventPayload::UploadReady(_) | EventPayload::ProcessingFailed(_) => {
+                    push(
+                        &usage_key,
+                        &self.set_usage_inactive,
+                        vec![big(written), text(tenant_id), text(&month), text(upload_id)],
+                    );
+                }
+                // The janitor deletes everything stored for these: nothing counts any more.
+                EventPayload::UploadRejected(_)
+                | EventPayload::UploadExpired(_)
+                | EventPayload::UploadAborted(_)
+                | EventPayload::UploadDeleted(_) => {
+                    push(
+                        &usage_key,
+                        &self.delete_usage,
+                        vec![big(written), text(tenant_id), text(&month), text(upload_id)],
+                    );
                 }
                 EventPayload::PartConfirmed(part) => {
                     push(
@@ -256,6 +329,20 @@ impl Writer {
                             v.width.map(CqlValue::Int),
                             v.height.map(CqlValue::Int),
                             opt_text(v.placeholder.as_deref()),
+                            big(written),
+                        ],
+                    );
+                    push(
+                        &usage_key,
+                        &self.insert_usage,
+                        vec![
+                            text(tenant_id),
+                            text(&month),
+                            text(upload_id),
+                            text(&format!("variant/{}", v.variant)),
+                            big(0),
+                            big(v.size),
+                            int(0),
                             big(written),
                         ],
                     );
@@ -307,6 +394,110 @@ impl Writer {
             );
         }
         groups
+    }
+
+    /// The writes of a tenant-administration event (tenants and API keys).
+    fn plan_tenant_admin(
+        &self,
+        event: &Event,
+        at: LogPosition,
+        groups: &mut BTreeMap<String, Vec<Row>>,
+    ) {
+        let tenant_id = event.meta.tenant_id.as_str();
+        let written = write_timestamp(at);
+        let occurred = event.meta.occurred_at;
+        let mut push = |key: String, statement: &PreparedStatement, values: Vec<Value>| {
+            groups.entry(key).or_default().push(Row {
+                statement: statement.clone(),
+                values,
+            });
+        };
+        let types = |list: &[String]| {
+            Some(CqlValue::List(
+                list.iter().map(|t| CqlValue::Text(t.clone())).collect(),
+            ))
+        };
+        match &event.payload {
+            EventPayload::TenantCreated(created) => push(
+                format!("t/{tenant_id}"),
+                &self.insert_tenant,
+                vec![
+                    text(tenant_id),
+                    text(&created.name),
+                    big(created.max_file_size),
+                    types(&created.allowed_content_types),
+                    big(created.byte_quota),
+                    int(created.max_concurrent_uploads),
+                    time(occurred),
+                    time(occurred),
+                    big(written),
+                ],
+            ),
+            EventPayload::QuotaChanged(policy) => push(
+                format!("t/{tenant_id}"),
+                &self.set_policy,
+                vec![
+                    big(written),
+                    big(policy.max_file_size),
+                    types(&policy.allowed_content_types),
+                    big(policy.byte_quota),
+                    int(policy.max_concurrent_uploads),
+                    time(occurred),
+                    text(tenant_id),
+                ],
+            ),
+            EventPayload::ApiKeyIssued(key) => {
+                let expires = key.expires_at.and_then(time);
+                push(
+                    format!("k/{}", key.key_id),
+                    &self.insert_key,
+                    vec![
+                        text(&key.key_id),
+                        text(tenant_id),
+                        text(&key.key_hash),
+                        time(occurred),
+                        expires.clone(),
+                        big(written),
+                    ],
+                );
+                push(
+                    format!("tk/{tenant_id}"),
+                    &self.insert_tenant_key,
+                    vec![
+                        text(tenant_id),
+                        text(&key.key_id),
+                        text(&key.key_hash),
+                        time(occurred),
+                        expires,
+                        big(written),
+                    ],
+                );
+            }
+            EventPayload::ApiKeyRevoked(key) => {
+                push(
+                    format!("k/{}", key.key_id),
+                    &self.revoke_key,
+                    vec![
+                        big(written),
+                        text(tenant_id),
+                        time(occurred),
+                        text(&key.key_id),
+                    ],
+                );
+                push(
+                    format!("tk/{tenant_id}"),
+                    &self.revoke_tenant_key,
+                    vec![
+                        big(written),
+                        time(occurred),
+                        text(tenant_id),
+                        text(&key.key_id),
+                    ],
+                );
+            }
+            // Upload events always name their upload; anything else here is not ours.
+            _ => {}
+        }
     }
 }
 

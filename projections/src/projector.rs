@@ -1,5 +1,5 @@
-//! The projector's consumer: lifecycle events applied to the read models, at least once, in
-//! consumer batches ([`Writer::apply_batch`]).
+//! The projector's consumer: lifecycle and tenant-admin events applied to the read models,
+//! at least once, in consumer batches ([`Writer::apply_batch`]).
 //!
 //! [`run`] is the live projector: it projects into the active read-model version and follows
 //! a switch to a new one. [`rebuild`] replays the log from offset 0 into a fresh version,
@@ -28,6 +28,9 @@ pub const GROUP: &str = "tributary-projector";
 
 /// How often the live projector checks which version is active.
 const POINTER_POLL: Duration = Duration::from_secs(3);
+
+/// The topics projected.
+const TOPICS: &[&str] = &[topics::LIFECYCLE, topics::TENANT_ADMIN];
 
 /// Batches of CQL writes in flight at once.
 const WRITE_CONCURRENCY: usize = 64;
@@ -98,7 +101,7 @@ async fn kafka(config: &Config) -> Result<(Producer, Arc<SchemaCatalog>), Projec
     dead_letters
         .check_cluster(
             &config.kafka.brokers,
-            &[topics::LIFECYCLE],
+            TOPICS,
             Duration::from_millis(config.kafka.connect_timeout_ms),
         )
         .await
@@ -116,7 +119,7 @@ async fn consume(
     handler: Projector,
     stop: CancellationToken,
 ) -> Result<(), ProjectionError> {
-    let settings = ConsumerSettings::new(group, &[topics::LIFECYCLE]);
+    let settings = ConsumerSettings::new(group, TOPICS);
     run_batch_consumer(
         &config.kafka,
         &settings,
@@ -164,7 +167,7 @@ impl Default for RebuildOptions {
     }
 }
 
-/// Replays the lifecycle log from offset 0 into a new version, reporting progress through
+/// Replays the projected topics from offset 0 into a new version, reporting progress through
 /// `progress(applied, end)`; once every partition is caught up, activates it (optionally).
 pub async fn rebuild(
     config: &Config,
@@ -184,7 +187,7 @@ pub async fn rebuild(
     versions::ensure(&session, &base, config.cql.replication_factor, version).await?;
     let keyspace = versions::keyspace_of(&base, version);
     let (dead_letters, catalog) = kafka(config).await?;
-    let applied: Arc<Mutex<HashMap<i32, i64>>> = Arc::default();
+    let applied: Arc<Mutex<HashMap<Partition, i64>>> = Arc::default();
     let handler = Projector {
         session: session.clone(),
         writer: Writer::prepare(&session, &keyspace).await?,
@@ -251,7 +254,10 @@ pub async fn rebuild(
     })
 }
 
-/// Reads the low and high watermarks of the lifecycle topic's partitions.
+/// A partition of a projected topic.
+type Partition = (&'static str, i32);
+
+/// Reads the low and high watermarks of the projected topics' partitions.
 struct EndsReader {
     consumer: Arc<rdkafka::consumer::BaseConsumer>,
 }
@@ -266,19 +272,21 @@ impl EndsReader {
         })
     }
 
-    async fn ends(&self) -> Result<HashMap<i32, (i64, i64)>, ProjectionError> {
+    async fn ends(&self) -> Result<HashMap<Partition, (i64, i64)>, ProjectionError> {
         use rdkafka::consumer::Consumer as _;
         let consumer = self.consumer.clone();
         tokio::task::spawn_blocking(move || {
-            let metadata = consumer
-                .fetch_metadata(Some(topics::LIFECYCLE), Duration::from_secs(10))
-                .map_err(ProjectionError::kafka)?;
             let mut ends = HashMap::new();
-            for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-                let marks = consumer
-                    .fetch_watermarks(topics::LIFECYCLE, partition.id(), Duration::from_secs(10))
+            for &topic in TOPICS {
+                let metadata = consumer
+                    .fetch_metadata(Some(topic), Duration::from_secs(10))
                     .map_err(ProjectionError::kafka)?;
-                ends.insert(partition.id(), marks);
+                for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+                    let marks = consumer
+                        .fetch_watermarks(topic, partition.id(), Duration::from_secs(10))
+                        .map_err(ProjectionError::kafka)?;
+                    ends.insert((topic, partition.id()), marks);
+                }
             }
             Ok(ends)
         })
@@ -287,13 +295,13 @@ impl EndsReader {
     }
 }
 
-/// Applies lifecycle events to the read models, a consumer batch at a time.
+/// Applies events to the read models, a consumer batch at a time.
 struct Projector {
     session: Arc<Session>,
     writer: Writer,
     catalog: Arc<SchemaCatalog>,
     /// Highest offset applied per partition (rebuilds report progress from it).
-    applied: Option<Arc<Mutex<HashMap<i32, i64>>>>,
+    applied: Option<Arc<Mutex<HashMap<Partition, i64>>>>,
 }
 
 impl BatchHandler for Projector {
@@ -338,7 +346,10 @@ impl BatchHandler for Projector {
             && let Ok(mut applied) = applied.lock()
         {
             for message in messages {
-                let entry = applied.entry(message.partition).or_insert(-1);
+                let Some(&topic) = TOPICS.iter().find(|t| **t == message.topic) else {
+                    continue;
+                };
+                let entry = applied.entry((topic, message.partition)).or_insert(-1);
                 *entry = (*entry).max(message.offset);
             }
         }

@@ -79,6 +79,62 @@ pub struct ListingRow {
     pub state: Option<String>,
 }
 
+/// A tenant and its policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRow {
+    /// Tenant id.
+    pub tenant_id: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Largest file accepted, bytes.
+    pub max_file_size: Option<i64>,
+    /// Allowed content types (`type/*` wildcards allowed).
+    pub allowed_content_types: Vec<String>,
+    /// Byte quota.
+    pub byte_quota: Option<i64>,
+    /// Most uploads in flight at once.
+    pub max_concurrent_uploads: Option<i32>,
+    /// Creation time, millis since the epoch.
+    pub created_at_ms: Option<i64>,
+}
+
+/// An API key as stored: its hash, never the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRow {
+    /// Key id (embedded in the key).
+    pub key_id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// `sha256:<hex>` of the key.
+    pub key_hash: Option<String>,
+    /// Issue time, millis since the epoch.
+    pub issued_at_ms: Option<i64>,
+    /// Expiry, if any, millis since the epoch.
+    pub expires_at_ms: Option<i64>,
+    /// Revocation time, if revoked, millis since the epoch.
+    pub revoked_at_ms: Option<i64>,
+}
+
+impl ApiKeyRow {
+    /// Whether the key authenticates at `now_ms`.
+    pub fn is_valid_at(&self, now_ms: i64) -> bool {
+        self.key_hash.is_some()
+            && self.revoked_at_ms.is_none()
+            && self.expires_at_ms.is_none_or(|at| now_ms < at)
+    }
+}
+
+/// What a tenant uses, summed from the per-upload items.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantUsage {
+    /// Bytes reserved by sessions not yet assembled.
+    pub reserved_bytes: i64,
+    /// Bytes stored: assembled originals and produced variants.
+    pub stored_bytes: i64,
+    /// Uploads not yet in a final state.
+    pub active_uploads: i64,
+}
+
 /// Prepared queries over one version of the read models.
 struct Statements {
     upload: PreparedStatement,
@@ -87,6 +143,11 @@ struct Statements {
     months: PreparedStatement,
     listing_first: PreparedStatement,
     listing_after: PreparedStatement,
+    tenant: PreparedStatement,
+    api_key: PreparedStatement,
+    tenant_keys: PreparedStatement,
+    all_months: PreparedStatement,
+    usage: PreparedStatement,
 }
 
 /// Typed queries over the active version of the read models. Readers follow a rebuild's
@@ -122,6 +183,12 @@ impl Statements {
             months: prepare("SELECT month FROM {ks}.tenant_months WHERE tenant_id = ? AND month <= ?").await?,
             listing_first: prepare("SELECT upload_id, filename, size, content_type, state FROM {ks}.uploads_by_tenant WHERE tenant_id = ? AND month = ? LIMIT ?").await?,
             listing_after: prepare("SELECT upload_id, filename, size, content_type, state FROM {ks}.uploads_by_tenant WHERE tenant_id = ? AND month = ? AND upload_id < ? LIMIT ?").await?,
+            tenant: prepare("SELECT tenant_id, name, max_file_size, allowed_content_types, byte_quota, max_concurrent_uploads, created_at FROM {ks}.tenants WHERE tenant_id = ?").await?,
+            api_key: prepare("SELECT key_id, tenant_id, key_hash, issued_at, expires_at, revoked_at FROM {ks}.keys_by_id WHERE key_id = ?").await?,
+            tenant_keys: prepare("SELECT key_id, tenant_id, key_hash, issued_at, expires_at, revoked_at FROM {ks}.keys_by_tenant WHERE tenant_id = ?").await?,
+            all_months: prepare("SELECT month FROM {ks}.tenant_months WHERE tenant_id = ?").await?,
+            // Summed by the database, one month bucket at a time (bounded partitions).
+            usage: prepare("SELECT sum(reserved_bytes), sum(stored_bytes), sum(active) FROM {ks}.tenant_usage_items WHERE tenant_id = ? AND month = ?").await?,
         })
     }
 }
@@ -355,5 +422,133 @@ impl ReadModels {
             uploads,
             next_cursor: None,
         })
+    }
+
+    /// A tenant and its policy.
+    pub async fn tenant(
+        &self,
+        session: &Session,
+        tenant_id: &str,
+    ) -> Result<Option<TenantRow>, ProjectionError> {
+        type Row = (
+            String,
+            Option<String>,
+            Option<i64>,
+            Option<Vec<String>>,
+            Option<i64>,
+            Option<i32>,
+            Option<CqlTimestamp>,
+        );
+        let row = session
+            .execute_unpaged(&self.statements().tenant, (tenant_id,))
+            .await
+            .map_err(ProjectionError::cql)?
+            .into_rows_result()
+            .map_err(ProjectionError::cql)?
+            .maybe_first_row::<Row>()
+            .map_err(ProjectionError::cql)?;
+        Ok(row.map(|r| TenantRow {
+            tenant_id: r.0,
+            name: r.1,
+            max_file_size: r.2,
+            allowed_content_types: r.3.unwrap_or_default(),
+            byte_quota: r.4,
+            max_concurrent_uploads: r.5,
+            created_at_ms: millis(r.6),
+        }))
+    }
+
+    /// An API key by id (the id embedded in a presented key).
+    pub async fn api_key(
+        &self,
+        session: &Session,
+        key_id: &str,
+    ) -> Result<Option<ApiKeyRow>, ProjectionError> {
+        let result = session
+            .execute_unpaged(&self.statements().api_key, (key_id,))
+            .await
+            .map_err(ProjectionError::cql)?
+            .into_rows_result()
+            .map_err(ProjectionError::cql)?;
+        let row = result
+            .maybe_first_row::<KeyColumns>()
+            .map_err(ProjectionError::cql)?;
+        Ok(row.map(key_row))
+    }
+
+    /// Every API key of a tenant, live or not.
+    pub async fn api_keys(
+        &self,
+        session: &Session,
+        tenant_id: &str,
+    ) -> Result<Vec<ApiKeyRow>, ProjectionError> {
+        let result = session
+            .execute_unpaged(&self.statements().tenant_keys, (tenant_id,))
+            .await
+            .map_err(ProjectionError::cql)?
+            .into_rows_result()
+            .map_err(ProjectionError::cql)?;
+        result
+            .rows::<KeyColumns>()
+            .map_err(ProjectionError::cql)?
+            .map(|row| row.map(key_row).map_err(ProjectionError::cql))
+            .collect()
+    }
+
+    /// A tenant's usage: the sum of its uploads' items over every month bucket.
+    pub async fn tenant_usage(
+        &self,
+        session: &Session,
+        tenant_id: &str,
+    ) -> Result<TenantUsage, ProjectionError> {
+        let statements = self.statements();
+        let months: Vec<String> = session
+            .execute_unpaged(&statements.all_months, (tenant_id,))
+            .await
+            .map_err(ProjectionError::cql)?
+            .into_rows_result()
+            .map_err(ProjectionError::cql)?
+            .rows::<(String,)>()
+            .map_err(ProjectionError::cql)?
+            .filter_map(|r| r.ok().map(|(m,)| m))
+            .collect();
+        let mut usage = TenantUsage::default();
+        for month in months {
+            let sums = session
+                .execute_unpaged(&statements.usage, (tenant_id, &month))
+                .await
+                .map_err(ProjectionError::cql)?
+                .into_rows_result()
+                .map_err(ProjectionError::cql)?
+                .maybe_first_row::<(Option<i64>, Option<i64>, Option<i32>)>()
+                .map_err(ProjectionError::cql)?;
+            if let Some((reserved, stored, active)) = sums {
+                usage.reserved_bytes += reserved.unwrap_or(0);
+                usage.stored_bytes += stored.unwrap_or(0);
+                usage.active_uploads += i64::from(active.unwrap_or(0));
+            }
+        }
+        Ok(usage)
+    }
+}
+
+/// Columns of `keys_by_id` / `keys_by_tenant` as selected.
+type KeyColumns = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<CqlTimestamp>,
+    Option<CqlTimestamp>,
+    Option<CqlTimestamp>,
+);
+
+fn key_row(r: KeyColumns) -> ApiKeyRow {
+    ApiKeyRow {
+        key_id: r.0,
+        tenant_id: r.1.unwrap_or_default(),
+        key_hash: r.2,
+        issued_at_ms: millis(r.3),
+        expires_at_ms: millis(r.4),
+        revoked_at_ms: millis(r.5),
     }
 }

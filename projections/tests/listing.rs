@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{Projector, publish, publisher};
 use tributary_projections::read::ReadModels;
-use tributary_runtime::{cql, testing, topics};
+use tributary_runtime::{cql, testing};
 use tributary_schemas::{Event, EventMeta, UploadInitiated};
 
 const UPLOADS: usize = 100_000;
@@ -38,9 +38,7 @@ async fn a_tenant_with_100k_uploads_lists_newest_first_with_stable_cursors() {
     let config = testing::stack_config();
     let session = cql::connect(&config.cql).await.expect("cql");
     let group = testing::unique("projector-listing");
-    testing::start_group_at_end(&config, &group, topics::LIFECYCLE)
-        .await
-        .expect("position");
+    common::start_at_end(&config, &group).await;
     let live = Projector::start(&config, &group);
     let tenant = testing::unique("big-tenant");
     let events: Vec<Event> = (0..UPLOADS).map(|n| initiated(&tenant, n)).collect();

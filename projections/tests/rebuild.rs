@@ -6,12 +6,13 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Projector, commit_offsets, dump, lifecycle_ends, publish, publisher, wait_projected, workload,
+    Projector, commit_offsets, dump, projected_ends, publish, publisher, start_at_end,
+    wait_projected, workload,
 };
 use tributary_projections::projector::{self, RebuildOptions};
 use tributary_projections::read::ReadModels;
 use tributary_projections::versions;
-use tributary_runtime::{cql, testing, topics};
+use tributary_runtime::{cql, testing};
 
 const WITHIN: Duration = Duration::from_secs(120);
 
@@ -22,10 +23,8 @@ async fn live_projection_equals_a_rebuild_from_offset_zero_and_redelivery_change
     let session = cql::connect(&config.cql).await.expect("cql");
     let base = config.cql.keyspace.clone();
     let group = testing::unique("projector-live");
-    testing::start_group_at_end(&config, &group, topics::LIFECYCLE)
-        .await
-        .expect("position");
-    let before = lifecycle_ends(&config).await;
+    start_at_end(&config, &group).await;
+    let before = projected_ends(&config).await;
 
     let work = workload(4, 25);
     let live = Projector::start(&config, &group);
@@ -40,9 +39,43 @@ async fn live_projection_equals_a_rebuild_from_offset_zero_and_redelivery_change
             .iter()
             .filter(|l| l.starts_with("upload_timeline "))
             .count(),
-        work.events.len()
+        work.lifecycle_events
     );
     live.stop().await;
+
+    // The typed read side over the new tables: tenants, keys, usage.
+    let readers = ReadModels::prepare(&session, &base).await.expect("readers");
+    for tenant in &work.tenants {
+        let row = readers
+            .tenant(&session, tenant)
+            .await
+            .expect("tenant")
+            .expect("tenant projected");
+        assert_eq!(row.byte_quota, Some(common::FINAL_QUOTA));
+        assert_eq!(row.allowed_content_types, ["image/*", "video/*"]);
+        let usage = readers.tenant_usage(&session, tenant).await.expect("usage");
+        assert_eq!(usage.stored_bytes, work.expected_usage[tenant], "{tenant}");
+        assert_eq!((usage.reserved_bytes, usage.active_uploads), (0, 0));
+        let keys = readers.api_keys(&session, tenant).await.expect("keys");
+        assert_eq!(keys.len(), 2);
+    }
+    let now = tributary_schemas::now_micros() / 1000;
+    let revoked = readers
+        .api_key(&session, &work.keys[0])
+        .await
+        .expect("key")
+        .expect("projected");
+    assert!(!revoked.is_valid_at(now), "{revoked:?}");
+    let live_key = readers
+        .api_key(&session, &work.keys[1])
+        .await
+        .expect("key")
+        .expect("projected");
+    assert!(live_key.is_valid_at(now), "{live_key:?}");
+    assert_eq!(
+        live_key.key_hash.as_deref(),
+        Some(&*format!("sha256:{}", work.keys[1]))
+    );
 
     // Every event delivered a second time (the group rewound to before the workload).
     commit_offsets(&config, &group, &before).await;
@@ -87,9 +120,7 @@ async fn a_rebuild_switches_readers_and_the_live_projector_atomically() {
     let session = cql::connect(&config.cql).await.expect("cql");
     let base = config.cql.keyspace.clone();
     let group = testing::unique("projector-live");
-    testing::start_group_at_end(&config, &group, topics::LIFECYCLE)
-        .await
-        .expect("position");
+    start_at_end(&config, &group).await;
     let live = Projector::start(&config, &group);
     let first = workload(2, 10);
     publish(&publisher(&config), &first.events).await;
@@ -162,9 +193,7 @@ async fn cassandra_down_mid_stream_loses_and_reorders_nothing() {
     let config = testing::stack_config();
     let base = config.cql.keyspace.clone();
     let group = testing::unique("projector-outage");
-    testing::start_group_at_end(&config, &group, topics::LIFECYCLE)
-        .await
-        .expect("position");
+    start_at_end(&config, &group).await;
     let live = Projector::start(&config, &group);
     let work = workload(3, 20);
     let half = work.events.len() / 2;

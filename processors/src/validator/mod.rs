@@ -1,8 +1,10 @@
 //! The validator: reads the first and last bytes of each assembled object (range GETs, never
 //! the whole file), judges them against the declared type ([`sniff::judge`]), and either
 //! rejects the upload or sends it on: a media job for images and videos the transformer
-//! handles, `UploadReady` for everything else.
+//! handles, `UploadReady` for everything else. With `clamd_addr` set, accepted objects are
+//! also streamed through clamd ([`malware`]) and rejected when a signature matches.
 
+pub mod malware;
 pub mod sniff;
 
 use tokio_util::sync::CancellationToken;
@@ -14,6 +16,7 @@ use crate::outcome::{Rejection, reject, retry};
 use crate::service::{Context, decode};
 use crate::storage::{self, StorageError};
 use crate::store::UploadFacts;
+use malware::{Clamd, ScanVerdict};
 use sniff::Verdict;
 
 /// Default consumer group.
@@ -129,6 +132,9 @@ async fn validate(
             return reject(ctx, trigger, STAGE, Rejection::new(code, reason)).await;
         }
     };
+    if let Some(rejection) = scan_for_malware(ctx, &facts, size).await? {
+        return reject(ctx, trigger, STAGE, rejection).await;
+    }
     let meta = || trigger.meta.caused_by(ctx.producer_name.clone());
     ctx.publish(&Event::new(
         meta(),
@@ -164,6 +170,60 @@ async fn validate(
     metrics::counter!("tributary_validator_accepted_total").increment(1);
     tracing::info!(%upload_id, detected, "upload validated");
     Ok(())
+}
+
+/// The malware-scan stage: `Some(rejection)` when clamd found a signature. Objects above
+/// `malware_scan_max_bytes` are not scanned (counted and logged); a scanner that is down or
+/// answers with an error is retried, never skipped.
+async fn scan_for_malware(
+    ctx: &Context,
+    facts: &UploadFacts,
+    size: i64,
+) -> Result<Option<Rejection>, HandleError> {
+    let Some(addr) = ctx.settings.clamd_addr.as_deref() else {
+        return Ok(None);
+    };
+    if size.unsigned_abs() > ctx.settings.malware_scan_max_bytes {
+        metrics::counter!("tributary_validator_scans_skipped_total", "reason" => "too_large")
+            .increment(1);
+        tracing::warn!(upload_id = %facts.upload_id, size, "too large for the malware scan; not scanned");
+        return Ok(None);
+    }
+    let object = match ctx
+        .s3
+        .get_object()
+        .bucket(&facts.bucket)
+        .key(&facts.object_key)
+        .send()
+        .await
+        .map_err(|e| StorageError::from_sdk("get object", e))
+    {
+        Ok(object) => object,
+        Err(StorageError::NotFound(_)) => {
+            return Ok(Some(Rejection::new(
+                "object_missing",
+                "the assembled object is gone",
+            )));
+        }
+        Err(error) => return Err(HandleError::Retry(error.to_string())),
+    };
+    let clamd = Clamd::new(addr, ctx.settings.malware_scan_timeout());
+    let started = std::time::Instant::now();
+    let verdict = clamd
+        .scan(object.body.into_async_read())
+        .await
+        .map_err(|error| HandleError::Retry(format!("malware scan: {error}")))?;
+    metrics::histogram!("tributary_validator_scan_seconds").record(started.elapsed().as_secs_f64());
+    Ok(match verdict {
+        ScanVerdict::Clean => None,
+        ScanVerdict::Infected(signature) => {
+            metrics::counter!("tributary_validator_malware_found_total").increment(1);
+            Some(Rejection::new(
+                "malware_detected",
+                format!("the file contains malware ({signature})"),
+            ))
+        }
+    })
 }
 
 async fn read(ctx: &Context, facts: &UploadFacts, range: &str) -> Result<Vec<u8>, StorageError> {

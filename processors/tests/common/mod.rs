@@ -124,9 +124,11 @@ impl Pipeline {
                 .expect("position the processor's group");
         }
         let projector_group = format!("projector-{suffix}");
-        testing::start_group_at_end(&config, &projector_group, topics::LIFECYCLE)
-            .await
-            .expect("position the projector's group");
+        for topic in [topics::LIFECYCLE, topics::TENANT_ADMIN] {
+            testing::start_group_at_end(&config, &projector_group, topic)
+                .await
+                .expect("position the projector's group");
+        }
         let projector_stop = CancellationToken::new();
         tokio::spawn({
             let stop = projector_stop.clone();

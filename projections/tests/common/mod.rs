@@ -15,10 +15,16 @@ use tributary_runtime::events::EventPublisher;
 use tributary_runtime::kafka::Producer;
 use tributary_runtime::{Config, testing, topics};
 use tributary_schemas::{
-    Event, EventMeta, MediaJobRequested, PartConfirmed, SchemaCatalog, UploadAssembled,
-    UploadCompletionRequested, UploadInitiated, UploadReady, UploadRejected, UploadValidated,
-    VariantProduced,
+    ApiKeyIssued, ApiKeyRevoked, Event, EventMeta, MediaJobRequested, PartConfirmed, QuotaChanged,
+    SchemaCatalog, TenantCreated, UploadAssembled, UploadCompletionRequested, UploadInitiated,
+    UploadReady, UploadRejected, UploadValidated, VariantProduced,
 };
+
+/// The topics the projector reads.
+pub const PROJECTED: &[&str] = &[topics::LIFECYCLE, topics::TENANT_ADMIN];
+
+/// The byte quota every workload tenant ends with (set by its last admin event).
+pub const FINAL_QUOTA: i64 = 777_000_000;
 
 /// Tests of this binary share the projector's versions and the engines: one at a time.
 pub async fn exclusive() -> tokio::sync::OwnedMutexGuard<()> {
@@ -54,22 +60,71 @@ pub fn publisher(config: &Config) -> EventPublisher {
 pub struct Workload {
     /// Tenant ids.
     pub tenants: Vec<String>,
+    /// API key ids, two per tenant: the first revoked, the second live.
+    pub keys: Vec<String>,
     /// Upload ids.
     pub uploads: Vec<String>,
     /// The events.
     pub events: Vec<Event>,
+    /// Lifecycle events only (what the timeline holds one row each of).
+    pub lifecycle_events: usize,
+    /// Per tenant: (stored bytes, uploads) the usage read model must show at the end.
+    pub expected_usage: HashMap<String, i64>,
 }
 
 /// `tenants` x `uploads_per_tenant` uploads, each with its whole life: initiation, 1-3 parts,
-/// completion, assembly, validation, then variants and ready, or a rejection.
+/// completion, assembly, validation, then variants and ready, or a rejection; and each
+/// tenant's administration: created, two keys issued, the first revoked, quota changed.
 pub fn workload(tenants: usize, uploads_per_tenant: usize) -> Workload {
     let mut out = Workload {
         tenants: Vec::new(),
+        keys: Vec::new(),
         uploads: Vec::new(),
         events: Vec::new(),
+        lifecycle_events: 0,
+        expected_usage: HashMap::new(),
     };
     for t in 0..tenants {
         let tenant = testing::unique(&format!("wt{t}"));
+        let admin = || EventMeta::new(&tenant, None, "tests", &tenant, None);
+        out.events.push(Event::new(
+            admin(),
+            TenantCreated {
+                name: format!("tenant {t}"),
+                max_file_size: 1 << 30,
+                allowed_content_types: vec!["image/*".into()],
+                byte_quota: 1 << 40,
+                max_concurrent_uploads: 10,
+            },
+        ));
+        let keys = [testing::unique("k"), testing::unique("k")];
+        for key in &keys {
+            out.events.push(Event::new(
+                admin(),
+                ApiKeyIssued {
+                    key_id: key.clone(),
+                    key_hash: format!("sha256:{key}"),
+                    expires_at: None,
+                },
+            ));
+        }
+        out.events.push(Event::new(
+            admin(),
+            ApiKeyRevoked {
+                key_id: keys[0].clone(),
+            },
+        ));
+        out.events.push(Event::new(
+            admin(),
+            QuotaChanged {
+                max_file_size: 1 << 30,
+                allowed_content_types: vec!["image/*".into(), "video/*".into()],
+                byte_quota: FINAL_QUOTA,
+                max_concurrent_uploads: 20,
+            },
+        ));
+        out.keys.extend(keys);
+        let mut stored = 0;
         for u in 0..uploads_per_tenant {
             let upload = uuid::Uuid::now_v7().to_string();
             let meta = || EventMeta::new(&tenant, Some(upload.clone()), "tests", &upload, None);
@@ -149,11 +204,18 @@ pub fn workload(tenants: usize, uploads_per_tenant: usize) -> Workload {
                 }
                 out.events
                     .push(Event::new(meta(), UploadReady { variant_count: 2 }));
+                stored += size + (1000 + 1280) + (1000 + 320);
             }
             out.uploads.push(upload);
         }
+        out.expected_usage.insert(tenant.clone(), stored);
         out.tenants.push(tenant);
     }
+    out.lifecycle_events = out
+        .events
+        .iter()
+        .filter(|e| e.meta.upload_id.is_some())
+        .count();
     out
 }
 
@@ -177,32 +239,41 @@ pub async fn publish(publisher: &EventPublisher, events: &[Event]) {
         .await;
 }
 
-/// The end offset of every lifecycle partition now.
-pub async fn lifecycle_ends(config: &Config) -> Vec<(i32, i64)> {
+/// The end offset of every partition of the projected topics now.
+pub async fn projected_ends(config: &Config) -> Vec<(&'static str, i32, i64)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: BaseConsumer =
         tributary_runtime::kafka::base_client_config(&config.kafka, "projection-tests")
             .create()
             .expect("consumer");
     tokio::task::spawn_blocking(move || {
-        let partitions = topics::spec(topics::LIFECYCLE)
-            .expect("declared")
-            .partitions;
-        (0..partitions)
-            .map(|p| {
+        let mut ends = Vec::new();
+        for &topic in PROJECTED {
+            let partitions = topics::spec(topic).expect("declared").partitions;
+            for p in 0..partitions {
                 let (_, high) = consumer
-                    .fetch_watermarks(topics::LIFECYCLE, p, Duration::from_secs(10))
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
                     .expect("watermarks");
-                (p, high)
-            })
-            .collect()
+                ends.push((topic, p, high));
+            }
+        }
+        ends
     })
     .await
     .expect("join")
 }
 
+/// Positions a new projector group at the end of every projected topic.
+pub async fn start_at_end(config: &Config, group: &str) {
+    for topic in PROJECTED {
+        testing::start_group_at_end(config, group, topic)
+            .await
+            .expect("position the group");
+    }
+}
+
 /// Commits `offsets` for `group` (positions a group, e.g. back to before a workload).
-pub async fn commit_offsets(config: &Config, group: &str, offsets: &[(i32, i64)]) {
+pub async fn commit_offsets(config: &Config, group: &str, offsets: &[(&'static str, i32, i64)]) {
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
     use rdkafka::{Offset, TopicPartitionList};
     let consumer: BaseConsumer =
@@ -212,8 +283,8 @@ pub async fn commit_offsets(config: &Config, group: &str, offsets: &[(i32, i64)]
             .create()
             .expect("consumer");
     let mut list = TopicPartitionList::new();
-    for (partition, offset) in offsets {
-        list.add_partition_offset(topics::LIFECYCLE, *partition, Offset::Offset(*offset))
+    for (topic, partition, offset) in offsets {
+        list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
             .expect("tpl");
     }
     tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
@@ -289,8 +360,28 @@ pub async fn dump(session: &Session, keyspace: &str, workload: &Workload) -> Vec
             }
         }
     }
+    for key in &workload.keys {
+        let rows = session
+            .query_unpaged(
+                format!("SELECT * FROM {keyspace}.keys_by_id WHERE key_id = ?"),
+                (key,),
+            )
+            .await
+            .expect("select")
+            .into_rows_result()
+            .expect("rows");
+        for row in rows.rows::<scylla::value::Row>().expect("typed") {
+            lines.push(format!("keys_by_id {:?}", row.expect("row").columns));
+        }
+    }
     for tenant in &workload.tenants {
-        for table in ["uploads_by_tenant", "tenant_months"] {
+        for table in [
+            "uploads_by_tenant",
+            "tenant_months",
+            "tenants",
+            "keys_by_tenant",
+            "tenant_usage_items",
+        ] {
             let rows = session
                 .query_unpaged(
                     format!("SELECT * FROM {keyspace}.{table} WHERE tenant_id = ? ALLOW FILTERING"),
@@ -318,7 +409,7 @@ pub async fn wait_projected(
     within: Duration,
 ) -> Vec<String> {
     let deadline = Instant::now() + within;
-    let expected_timeline = workload.events.len();
+    let expected_timeline = workload.lifecycle_events;
     loop {
         let lines = dump(session, keyspace, workload).await;
         let timeline = lines
@@ -332,13 +423,28 @@ pub async fn wait_projected(
                     && (l.contains("\"ready\"") || l.contains("\"rejected\""))
             })
             .count();
-        if timeline == expected_timeline && finished == workload.uploads.len() {
+        // Each tenant's last admin event (the quota change) applied, and its key revoked.
+        let administered = lines
+            .iter()
+            .filter(|l| l.starts_with("tenants ") && l.contains(&format!("BigInt({FINAL_QUOTA})")))
+            .count();
+        let revoked = lines
+            .iter()
+            // expires_at is null for every workload key; revoked_at only for revoked ones.
+            .filter(|l| l.starts_with("keys_by_id ") && l.matches("None").count() == 1)
+            .count();
+        if timeline == expected_timeline
+            && finished == workload.uploads.len()
+            && administered == workload.tenants.len()
+            && revoked == workload.tenants.len()
+        {
             return lines;
         }
         assert!(
             Instant::now() < deadline,
-            "not projected within {within:?}: {timeline}/{expected_timeline} timeline rows, {finished}/{} finished uploads",
-            workload.uploads.len()
+            "not projected within {within:?}: {timeline}/{expected_timeline} timeline rows, {finished}/{} finished uploads, {administered}/{n} tenants, {revoked}/{n} revoked keys",
+            workload.uploads.len(),
+            n = workload.tenants.len()
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

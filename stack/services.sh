@@ -4,7 +4,7 @@
 SERVICES_STATE="$TRIBUTARY_STATE_DIR/services"
 # The binaries `./devstack up` runs, each with the port whose opening means it is serving;
 # each new service binary is added here.
-TRIBUTARY_SERVICES=(ingest-api:8080 projector:8082 assembler:8083 validator:8084 transformer:8086 janitor:8087)
+TRIBUTARY_SERVICES=(ingest-api:8080 realtime-bridge:8081 projector:8082 assembler:8083 validator:8084 transformer:8086 janitor:8087)
 
 services_up() {
   mkdir -p "$SERVICES_STATE"

@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 /// Development defaults; production must set both secrets (start-up warns otherwise).
 const DEV_ADMIN_TOKEN: &str = "dev-admin-token";
-const DEV_TOKEN_SECRET: &str = "dev-only-token-secret-change-me-in-production!";
+const DEV_TOKEN_SECRET: &str = tributary_runtime::token::DEV_SECRET;
 
 /// API settings.
 #[derive(Debug, Clone, Deserialize)]

@@ -10,6 +10,7 @@
 //! - [`telemetry`]: logs, Prometheus metrics, W3C trace context.
 //! - [`shutdown`]: graceful shutdown on SIGTERM.
 //! - [`testing`]: helpers for integration tests against the local stack.
+//! - [`token`]: signed, tenant-scoped browser tokens (issued by the API, checked by the bridge).
 
 pub mod config;
 pub mod cql;
@@ -20,6 +21,7 @@ pub mod s3;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testing;
+pub mod token;
 pub mod topics;
 
 pub use config::Config;

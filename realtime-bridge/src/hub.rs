@@ -1,0 +1,218 @@
+//! The per-tenant fan-out: one bounded broadcast ring of lifecycle frames and one of progress
+//! frames per tenant with subscribers, plus how far the Kafka reader has got in each
+//! lifecycle partition (the seam between catch-up from the log and live frames).
+//!
+//! Tenant isolation is structural: a subscriber holds receivers of its own tenant's rings
+//! only, so no filter can forget to exclude another tenant's frame.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::broadcast;
+
+use crate::frame::Frame;
+
+/// A tenant's rings.
+struct Channels {
+    /// Lifecycle frames: never lost; a lagging receiver resumes from the log.
+    lifecycle: broadcast::Sender<Arc<Frame>>,
+    /// Progress frames: a lagging receiver loses the oldest.
+    progress: broadcast::Sender<Arc<Frame>>,
+}
+
+/// Every tenant's rings and the reader's positions.
+pub struct Hub {
+    /// Rings of tenants that have at least one subscriber.
+    tenants: RwLock<HashMap<String, Channels>>,
+    /// Per lifecycle partition: the next offset the reader will publish. Everything below it
+    /// has been handed to the rings (or had no subscriber when it was read).
+    positions: Vec<AtomicI64>,
+    /// Capacity of a lifecycle ring.
+    lifecycle_capacity: usize,
+    /// Capacity of a progress ring.
+    progress_capacity: usize,
+}
+
+/// A subscriber's receivers; dropping it removes the tenant's rings when it was the last.
+pub struct Subscription {
+    /// Lifecycle frames of the tenant.
+    pub lifecycle: broadcast::Receiver<Arc<Frame>>,
+    /// Progress frames of the tenant.
+    pub progress: broadcast::Receiver<Arc<Frame>>,
+    /// The hub, for clean-up.
+    hub: Arc<Hub>,
+    /// The tenant subscribed to.
+    tenant: String,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let Ok(mut tenants) = self.hub.tenants.write() else {
+            return;
+        };
+        // Subscribing happens under the read lock, so under the write lock the counts are
+        // exact; our own receivers are still alive here, hence 1.
+        if let Some(channels) = tenants.get(&self.tenant)
+            && channels.lifecycle.receiver_count() <= 1
+            && channels.progress.receiver_count() <= 1
+        {
+            tenants.remove(&self.tenant);
+        }
+    }
+}
+
+impl Hub {
+    /// A hub for a lifecycle topic of `partitions` partitions whose reader starts at
+    /// `starts` (one offset per partition).
+    pub fn new(starts: &[i64], lifecycle_capacity: usize, progress_capacity: usize) -> Self {
+        Self {
+            tenants: RwLock::new(HashMap::new()),
+            positions: starts.iter().map(|&o| AtomicI64::new(o)).collect(),
+            lifecycle_capacity,
+            progress_capacity,
+        }
+    }
+
+    /// Number of lifecycle partitions.
+    pub fn partitions(&self) -> i32 {
+        i32::try_from(self.positions.len()).unwrap_or(i32::MAX)
+    }
+
+    /// Subscribes to `tenant`'s rings. Subscribe *before* reading [`Hub::position`]: every
+    /// frame below the position read afterwards is in the log, every frame at or above it
+    /// arrives on the receivers.
+    pub fn subscribe(self: &Arc<Self>, tenant: &str) -> Subscription {
+        let existing = self.tenants.read().ok().and_then(|tenants| {
+            tenants
+                .get(tenant)
+                .map(|c| (c.lifecycle.subscribe(), c.progress.subscribe()))
+        });
+        let (lifecycle, progress) = match existing {
+            Some(receivers) => receivers,
+            None => {
+                let mut tenants = match self.tenants.write() {
+                    Ok(tenants) => tenants,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                let channels = tenants
+                    .entry(tenant.to_string())
+                    .or_insert_with(|| Channels {
+                        lifecycle: broadcast::channel(self.lifecycle_capacity).0,
+                        progress: broadcast::channel(self.progress_capacity).0,
+                    });
+                (
+                    channels.lifecycle.subscribe(),
+                    channels.progress.subscribe(),
+                )
+            }
+        };
+        Subscription {
+            lifecycle,
+            progress,
+            hub: self.clone(),
+            tenant: tenant.to_string(),
+        }
+    }
+
+    /// Whether `tenant` has a subscriber (the reader decodes nothing for tenants without).
+    pub fn has_subscribers(&self, tenant: &str) -> bool {
+        self.tenants
+            .read()
+            .map(|t| t.contains_key(tenant))
+            .unwrap_or(true)
+    }
+
+    /// Number of tenants with subscribers.
+    pub fn tenants(&self) -> usize {
+        self.tenants.read().map(|t| t.len()).unwrap_or(0)
+    }
+
+    /// The next offset the reader will publish in lifecycle `partition`.
+    pub fn position(&self, partition: i32) -> i64 {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.positions.get(p))
+            .map_or(0, |p| p.load(Ordering::SeqCst))
+    }
+
+    /// Records that the reader got past `offset` of `partition`. Called *before* the frame
+    /// at `offset` is published, so a subscriber that reads the new position either gets the
+    /// frame live or finds it in the log (a duplicate it skips), never neither.
+    pub fn advance(&self, partition: i32, offset: i64) {
+        if let Some(position) = usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.positions.get(p))
+        {
+            position.fetch_max(offset + 1, Ordering::SeqCst);
+        }
+    }
+
+    /// Hands a lifecycle frame to `tenant`'s subscribers.
+    pub fn publish_lifecycle(&self, tenant: &str, frame: Arc<Frame>) {
+        if let Ok(tenants) = self.tenants.read()
+            && let Some(channels) = tenants.get(tenant)
+        {
+            // An error only means every receiver left meanwhile.
+            let _ = channels.lifecycle.send(frame);
+        }
+    }
+
+    /// Hands a progress frame to `tenant`'s subscribers.
+    pub fn publish_progress(&self, tenant: &str, frame: Arc<Frame>) {
+        if let Ok(tenants) = self.tenants.read()
+            && let Some(channels) = tenants.get(tenant)
+        {
+            let _ = channels.progress.send(frame);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn frame(offset: i64) -> Arc<Frame> {
+        Arc::new(Frame {
+            upload_id: None,
+            offset: Some(offset),
+            appended_ms: None,
+            bytes: Bytes::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn frames_reach_only_their_tenant_and_rings_go_away() {
+        let hub = Arc::new(Hub::new(&[0, 0], 4, 4));
+        let mut a = hub.subscribe("a");
+        let mut b = hub.subscribe("b");
+        hub.publish_lifecycle("a", frame(1));
+        assert_eq!(a.lifecycle.recv().await.expect("frame").offset, Some(1));
+        assert!(b.lifecycle.try_recv().is_err());
+        drop(a);
+        assert!(!hub.has_subscribers("a"));
+        assert!(hub.has_subscribers("b"));
+        drop(b);
+        assert_eq!(hub.tenants(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_second_subscriber_keeps_the_rings() {
+        let hub = Arc::new(Hub::new(&[0], 4, 4));
+        let first = hub.subscribe("a");
+        let _second = hub.subscribe("a");
+        drop(first);
+        assert!(hub.has_subscribers("a"));
+    }
+
+    #[test]
+    fn positions_only_move_forward() {
+        let hub = Hub::new(&[10, 20], 1, 1);
+        hub.advance(0, 14);
+        hub.advance(0, 12);
+        assert_eq!(hub.position(0), 15);
+        assert_eq!(hub.position(1), 20);
+        assert_eq!(hub.partitions(), 2);
+    }
+}

@@ -1,0 +1,130 @@
+//! The realtime bridge: Tributary's lifecycle and progress events, fanned out to browsers over
+//! Server-Sent Events.
+//!
+//! - [`settings`]: the `[bridge]` tunables and the shared token secret.
+//! - [`log`]: the live Kafka reader and the catch-up reads of one tenant's partition.
+//! - [`hub`]: per-tenant rings of encoded frames, and the reader's positions.
+//! - [`frame`]: SSE encoding, once per event.
+//! - [`session`]: one connection's stream (catch-up, live, heartbeat, reauth, reset).
+//! - [`routes`], [`auth`], [`error`]: the HTTP surface.
+//! - [`partition`]: which lifecycle partition orders a tenant's events.
+//!
+//! See the crate's README for the scaling model and its limits.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tributary_runtime::Config;
+use tributary_runtime::config::KafkaConfig;
+use tributary_runtime::events::{CatalogLoadError, load_catalog};
+use tributary_runtime::kafka::KafkaError;
+use tributary_runtime::telemetry::Telemetry;
+use tributary_runtime::token::TokenSigner;
+use tributary_schemas::SchemaCatalog;
+
+pub mod auth;
+pub mod error;
+pub mod frame;
+pub mod hub;
+pub mod log;
+pub mod partition;
+pub mod routes;
+pub mod session;
+pub mod settings;
+
+pub use settings::{BridgeSettings, Settings};
+
+/// Why the bridge could not start or keep serving.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// The settings are unusable.
+    #[error(transparent)]
+    Settings(#[from] settings::SettingsError),
+    /// The schema catalog could not be loaded.
+    #[error(transparent)]
+    Catalog(#[from] CatalogLoadError),
+    /// Kafka could not be reached or read.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// The HTTP server failed.
+    #[error("http server failed: {0}")]
+    Http(#[source] std::io::Error),
+    /// A catch-up read got no record for too long.
+    #[error("catch-up of lifecycle partition {partition} stalled at offset {offset}")]
+    CatchUpTimeout {
+        /// Partition read.
+        partition: i32,
+        /// Offset waited for.
+        offset: i64,
+    },
+    /// The bridge is stopping.
+    #[error("the bridge is shutting down")]
+    ShuttingDown,
+}
+
+/// What every request and stream shares; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Per-tenant rings and reader positions.
+    pub hub: Arc<hub::Hub>,
+    /// Decodes events (catch-up reads decode too).
+    pub catalog: Arc<SchemaCatalog>,
+    /// Where catch-up reads connect.
+    pub kafka: Arc<KafkaConfig>,
+    /// Tunables and the token secret.
+    pub settings: Arc<Settings>,
+    /// Verifies browser tokens.
+    pub signer: TokenSigner,
+    /// Bounds concurrent catch-ups.
+    pub catchups: Arc<Semaphore>,
+    /// Whether the live reader runs (`/readyz`, and new streams are refused without it).
+    pub live: Arc<AtomicBool>,
+    /// Ends every stream on shutdown, so the graceful shutdown does not wait for browsers.
+    pub stop: CancellationToken,
+}
+
+/// Runs the bridge on `listener` until `stop` is cancelled: starts the live reader at the end
+/// of the log, then serves the SSE routes, health and metrics.
+pub async fn serve(
+    config: Config,
+    settings: Settings,
+    telemetry: Telemetry,
+    listener: TcpListener,
+    stop: CancellationToken,
+) -> Result<(), BridgeError> {
+    settings.validate()?;
+    let catalog = load_catalog(&config.kafka).await?;
+    let (reader, hub) = log::LiveReader::connect(
+        &config.kafka,
+        settings.bridge.lifecycle_buffer,
+        settings.bridge.progress_buffer,
+    )
+    .await?;
+    // The reader is assigned already: streams opened from now on see everything after it.
+    let live = Arc::new(AtomicBool::new(true));
+    let reader = tokio::spawn(reader.run(catalog.clone(), hub.clone(), live.clone(), stop.clone()));
+    let app = AppState {
+        hub,
+        catalog,
+        kafka: Arc::new(config.kafka.clone()),
+        signer: TokenSigner::new(settings.token_secret.as_bytes()),
+        catchups: Arc::new(Semaphore::new(settings.bridge.max_concurrent_catchups)),
+        settings: Arc::new(settings),
+        live,
+        stop: stop.clone(),
+    };
+    let router = routes::router(app, &telemetry);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "realtime-bridge listening");
+    }
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .await
+        .map_err(BridgeError::Http);
+    stop.cancel();
+    let _ = reader.await;
+    served
+}

@@ -1,0 +1,334 @@
+//! Reading the event log: the live reader every bridge instance runs over all partitions of
+//! the lifecycle and progress topics, and the short-lived catch-up reads of one tenant's
+//! lifecycle partition that make resumes exact.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message as _};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tributary_runtime::config::KafkaConfig;
+use tributary_runtime::kafka::{KafkaError, TENANT_ID_HEADER, base_client_config};
+use tributary_runtime::topics;
+use tributary_schemas::{Event, SchemaCatalog};
+
+use crate::BridgeError;
+use crate::frame::Frame;
+use crate::hub::Hub;
+
+/// Client settings of a consumer that is assigned partitions and never joins a group or
+/// commits: every bridge instance reads the log for itself.
+fn assigned(kafka: &KafkaConfig, client_id: &str) -> ClientConfig {
+    let mut config = base_client_config(kafka, client_id);
+    // librdkafka wants a group id even for assign-only consumers; nothing is ever committed
+    // under it, so a per-process name leaves no trace on the cluster.
+    config
+        .set(
+            "group.id",
+            format!("realtime-bridge-{}-{client_id}", std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // Latency over batching: a fetch returns as soon as one record is there.
+        .set("fetch.wait.max.ms", "100");
+    config
+}
+
+/// The tenant of a record, from its header, without decoding it.
+fn tenant_header<'a>(message: &'a BorrowedMessage<'_>) -> Option<&'a str> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == TENANT_ID_HEADER)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+async fn decode(catalog: &SchemaCatalog, message: &BorrowedMessage<'_>) -> Option<Event> {
+    let payload = message.payload().unwrap_or_default();
+    match catalog.decode_async(payload).await {
+        Ok(event) => Some(event),
+        Err(error) => {
+            // The processors dead-letter such records; the bridge only has nothing to show.
+            tracing::warn!(%error, topic = message.topic(), partition = message.partition(),
+                offset = message.offset(), "undecodable event skipped");
+            metrics::counter!("tributary_bridge_undecodable_total").increment(1);
+            None
+        }
+    }
+}
+
+/// The live reader: assigned to every partition of the lifecycle and progress topics at
+/// their current end.
+pub struct LiveReader {
+    /// The assigned consumer.
+    consumer: StreamConsumer,
+}
+
+impl LiveReader {
+    /// Connects, assigns every partition at its end and returns the reader with the hub whose
+    /// positions start there.
+    pub async fn connect(
+        kafka: &KafkaConfig,
+        lifecycle_capacity: usize,
+        progress_capacity: usize,
+    ) -> Result<(Self, Arc<Hub>), KafkaError> {
+        let consumer: StreamConsumer = assigned(kafka, "live")
+            .create()
+            .map_err(KafkaError::Setup)?;
+        let timeout = Duration::from_millis(kafka.connect_timeout_ms);
+        let brokers = kafka.brokers.clone();
+        let (consumer, lifecycle_starts) = tokio::task::spawn_blocking(move || {
+            let mut assignment = TopicPartitionList::new();
+            let mut lifecycle_starts = Vec::new();
+            for topic in [topics::LIFECYCLE, topics::PROGRESS] {
+                let metadata = consumer
+                    .fetch_metadata(Some(topic), timeout)
+                    .map_err(|source| KafkaError::Unreachable {
+                        brokers: brokers.clone(),
+                        source,
+                    })?;
+                let partitions = metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic && t.error().is_none())
+                    .map(|t| t.partitions().len())
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| KafkaError::MissingTopic(topic.to_string()))?;
+                for partition in 0..i32::try_from(partitions).unwrap_or(i32::MAX) {
+                    let (_, high) = consumer
+                        .fetch_watermarks(topic, partition, timeout)
+                        .map_err(KafkaError::Setup)?;
+                    assignment
+                        .add_partition_offset(topic, partition, Offset::Offset(high))
+                        .map_err(KafkaError::Setup)?;
+                    if topic == topics::LIFECYCLE {
+                        lifecycle_starts.push(high);
+                    }
+                }
+            }
+            consumer.assign(&assignment).map_err(KafkaError::Setup)?;
+            Ok::<_, KafkaError>((consumer, lifecycle_starts))
+        })
+        .await
+        .map_err(|e| KafkaError::Task(e.to_string()))??;
+        let hub = Arc::new(Hub::new(
+            &lifecycle_starts,
+            lifecycle_capacity,
+            progress_capacity,
+        ));
+        Ok((Self { consumer }, hub))
+    }
+
+    /// Reads until `stop`: each record is decoded once (only for tenants with subscribers),
+    /// encoded once, and handed to its tenant's ring. `live` is true while it runs.
+    pub async fn run(
+        self,
+        catalog: Arc<SchemaCatalog>,
+        hub: Arc<Hub>,
+        live: Arc<AtomicBool>,
+        stop: CancellationToken,
+    ) {
+        live.store(true, Ordering::SeqCst);
+        loop {
+            let message = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                received = self.consumer.recv() => match received {
+                    Ok(message) => message,
+                    Err(error) => {
+                        // librdkafka reconnects by itself; a persistent error must not spin.
+                        tracing::warn!(%error, "kafka receive error");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                },
+            };
+            let lifecycle = message.topic() == topics::LIFECYCLE;
+            if lifecycle {
+                // Before anything is published: see `Hub::advance`.
+                hub.advance(message.partition(), message.offset());
+            }
+            // The header is a cheap pre-filter; routing uses the decoded envelope.
+            if tenant_header(&message).is_some_and(|tenant| !hub.has_subscribers(tenant)) {
+                continue;
+            }
+            let Some(event) = decode(&catalog, &message).await else {
+                continue;
+            };
+            let tenant = event.meta.tenant_id.as_str();
+            if !hub.has_subscribers(tenant) {
+                continue;
+            }
+            let appended_ms = message.timestamp().to_millis();
+            let frame = if lifecycle {
+                Frame::lifecycle(message.offset(), &event, appended_ms)
+            } else {
+                Frame::progress(&event, appended_ms)
+            };
+            match frame {
+                Ok(frame) if lifecycle => hub.publish_lifecycle(tenant, Arc::new(frame)),
+                Ok(frame) => hub.publish_progress(tenant, Arc::new(frame)),
+                Err(error) => tracing::warn!(%error, "event not encodable as json"),
+            }
+        }
+        live.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The first lifecycle offset of `partition` appended at or after `millis` (or the end).
+pub async fn offset_at(
+    kafka: &KafkaConfig,
+    partition: i32,
+    millis: i64,
+) -> Result<i64, KafkaError> {
+    let consumer: BaseConsumer = assigned(kafka, "history")
+        .create()
+        .map_err(KafkaError::Setup)?;
+    let timeout = Duration::from_millis(kafka.connect_timeout_ms);
+    tokio::task::spawn_blocking(move || {
+        let mut by_time = TopicPartitionList::new();
+        by_time
+            .add_partition_offset(topics::LIFECYCLE, partition, Offset::Offset(millis))
+            .map_err(KafkaError::Setup)?;
+        let found = consumer
+            .offsets_for_times(by_time, timeout)
+            .map_err(KafkaError::Setup)?;
+        let offset = found
+            .find_partition(topics::LIFECYCLE, partition)
+            .map(|e| e.offset());
+        match offset {
+            Some(Offset::Offset(o)) => Ok(o),
+            // No record at or after that time: the history starts at the end.
+            _ => consumer
+                .fetch_watermarks(topics::LIFECYCLE, partition, timeout)
+                .map(|(_, high)| high)
+                .map_err(KafkaError::Setup),
+        }
+    })
+    .await
+    .map_err(|e| KafkaError::Task(e.to_string()))?
+}
+
+/// A read of one tenant's lifecycle partition over `[next, end)`, in batches.
+pub struct CatchUp {
+    /// Consumer assigned to the partition at `next`.
+    consumer: StreamConsumer,
+    /// Partition read.
+    partition: i32,
+    /// The tenant whose frames are kept.
+    tenant: String,
+    /// The upload whose frames are kept (all of the tenant's when `None`).
+    upload: Option<String>,
+    /// Next offset to read.
+    next: i64,
+    /// First offset not to read (where live frames took over).
+    end: i64,
+    /// Longest wait for one record.
+    timeout: Duration,
+    /// Bounds the catch-ups running at once.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Where a catch-up starts and ends, and what it keeps.
+#[derive(Debug, Clone)]
+pub struct CatchUpRange {
+    /// Lifecycle partition of the tenant.
+    pub partition: i32,
+    /// First offset to read.
+    pub from: i64,
+    /// First offset not to read.
+    pub end: i64,
+    /// Tenant kept.
+    pub tenant: String,
+    /// Upload kept, if one.
+    pub upload: Option<String>,
+}
+
+impl CatchUp {
+    /// Starts reading `range` once a permit is free; `None` when the range is empty.
+    pub async fn start(
+        kafka: &KafkaConfig,
+        permits: Arc<Semaphore>,
+        range: CatchUpRange,
+        timeout: Duration,
+    ) -> Result<Option<Self>, BridgeError> {
+        if range.from >= range.end {
+            return Ok(None);
+        }
+        let permit = permits
+            .acquire_owned()
+            .await
+            .map_err(|_| BridgeError::ShuttingDown)?;
+        let consumer: StreamConsumer = assigned(kafka, "catchup")
+            .create()
+            .map_err(KafkaError::Setup)?;
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(
+                topics::LIFECYCLE,
+                range.partition,
+                Offset::Offset(range.from),
+            )
+            .map_err(KafkaError::Setup)?;
+        consumer.assign(&assignment).map_err(KafkaError::Setup)?;
+        Ok(Some(Self {
+            consumer,
+            partition: range.partition,
+            tenant: range.tenant,
+            upload: range.upload,
+            next: range.from,
+            end: range.end,
+            timeout,
+            _permit: permit,
+        }))
+    }
+
+    /// The next frames (at most `max`) and the last offset read; `None` once `end` is reached.
+    pub async fn next_batch(
+        &mut self,
+        catalog: &SchemaCatalog,
+        max: usize,
+    ) -> Result<Option<(Vec<Arc<Frame>>, i64)>, BridgeError> {
+        if self.next >= self.end {
+            return Ok(None);
+        }
+        let mut frames = Vec::new();
+        while self.next < self.end && frames.len() < max {
+            let message = tokio::time::timeout(self.timeout, self.consumer.recv())
+                .await
+                .map_err(|_| BridgeError::CatchUpTimeout {
+                    partition: self.partition,
+                    offset: self.next,
+                })?
+                .map_err(KafkaError::Consume)?;
+            if message.offset() < self.next {
+                continue;
+            }
+            self.next = message.offset() + 1;
+            if message.offset() >= self.end {
+                break;
+            }
+            if tenant_header(&message).is_some_and(|t| t != self.tenant) {
+                continue;
+            }
+            let Some(event) = decode(catalog, &message).await else {
+                continue;
+            };
+            if event.meta.tenant_id != self.tenant {
+                continue;
+            }
+            match Frame::lifecycle(message.offset(), &event, None) {
+                Ok(frame) if frame.is_for(self.upload.as_deref()) => frames.push(Arc::new(frame)),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "event not encodable as json"),
+            }
+        }
+        Ok(Some((frames, self.next.min(self.end) - 1)))
+    }
+}

@@ -1,0 +1,191 @@
+//! The HTTP surface: the two SSE routes, `/healthz`, `/readyz` and `/metrics`.
+
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use tributary_runtime::telemetry::Telemetry;
+
+use crate::AppState;
+use crate::error::HttpError;
+use crate::session::{Session, Start};
+
+/// How far before the time in an upload's id its history is looked for, milliseconds: the
+/// id is minted before `UploadInitiated` is appended, but clocks of API hosts and brokers
+/// differ a little.
+const HISTORY_SLACK_MS: i64 = 60_000;
+
+/// Query parameters of the SSE routes (EventSource can set neither headers nor a body).
+#[derive(Debug, Default, Deserialize)]
+struct EventsQuery {
+    /// The token, when no `Authorization` header can be sent.
+    token: Option<String>,
+    /// Resume point, when no `Last-Event-ID` header can be sent.
+    last_event_id: Option<String>,
+}
+
+/// The bridge's routes.
+pub fn router(app: AppState, telemetry: &Telemetry) -> Router {
+    Router::new()
+        .route("/v1/events", get(tenant_events))
+        .route("/v1/uploads/{id}/events", get(upload_events))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/readyz", get(ready))
+        .with_state(app)
+        .merge(telemetry.metrics_router())
+}
+
+async fn ready(State(app): State<AppState>) -> Response {
+    if app.live.load(Ordering::SeqCst) {
+        axum::Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        HttpError::unavailable("the kafka reader is not running").into_response()
+    }
+}
+
+/// `GET /v1/events`: every upload of the token's tenant, live (or from `Last-Event-ID`).
+async fn tenant_events(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, HttpError> {
+    open(app, &headers, query, None).await
+}
+
+/// `GET /v1/uploads/{id}/events`: one upload, its history first (or from `Last-Event-ID`).
+async fn upload_events(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, HttpError> {
+    let Path(id) = path.map_err(|e| HttpError::bad_request("invalid_path", e.body_text()))?;
+    open(app, &headers, query, Some(id)).await
+}
+
+async fn open(
+    app: AppState,
+    headers: &HeaderMap,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+    upload: Option<String>,
+) -> Result<Response, HttpError> {
+    let Query(query) =
+        query.map_err(|e| HttpError::bad_request("invalid_query", e.body_text().to_lowercase()))?;
+    let now = tributary_schemas::now_micros() / 1_000_000;
+    let claims = crate::auth::authorize(
+        &app.signer,
+        crate::auth::presented(headers, query.token.as_deref()),
+        now,
+    )?;
+    if !app.live.load(Ordering::SeqCst) {
+        return Err(HttpError::unavailable("the kafka reader is not running"));
+    }
+    let mut after = last_event_id(headers, query.last_event_id.as_deref())?;
+    if let Some(upload) = &upload {
+        // Upload ids are UUIDv7s minted by the API; anything else names no upload. Which
+        // tenant owns a well-formed id is never looked up: the stream only ever holds the
+        // token's tenant's frames, so another tenant's upload is simply an empty stream.
+        let id =
+            uuid::Uuid::parse_str(upload).map_err(|_| HttpError::not_found("no such upload"))?;
+        if after.is_none() {
+            after = Some(history_start(&app, &claims.tid, &id).await? - 1);
+        }
+    }
+    let session = Session::new(
+        app,
+        Start {
+            tenant: claims.tid,
+            upload,
+            after,
+            expires_at: claims.exp,
+            now,
+        },
+    );
+    let mut response = Response::new(Body::from_stream(session.into_stream()));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // nginx and similar proxies would otherwise buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// `Last-Event-ID` (header, as browsers resend it) or `?last_event_id=`: a lifecycle offset.
+fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Result<Option<i64>, HttpError> {
+    let raw = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or(query)
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    match raw {
+        None => Ok(None),
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|&o| o >= -1)
+            .map(Some)
+            .ok_or_else(|| {
+                HttpError::bad_request(
+                    "invalid_last_event_id",
+                    "last-event-id must be an event id sent by this stream",
+                )
+            }),
+    }
+}
+
+/// First offset of the tenant's lifecycle partition that may hold the upload's events: the
+/// log position at the time in its UUIDv7 id (minus some slack), bounded in age.
+async fn history_start(app: &AppState, tenant: &str, id: &uuid::Uuid) -> Result<i64, HttpError> {
+    let now_ms = tributary_schemas::now_micros() / 1000;
+    let minted_ms = id
+        .get_timestamp()
+        .map(|ts| {
+            let (secs, nanos) = ts.to_unix();
+            i64::try_from(secs).unwrap_or(i64::MAX / 2) * 1000 + i64::from(nanos / 1_000_000)
+        })
+        .unwrap_or(now_ms);
+    let max_age_ms = i64::try_from(
+        app.settings
+            .bridge
+            .history_max_age_secs
+            .saturating_mul(1000),
+    )
+    .unwrap_or(i64::MAX);
+    let from_ms = (minted_ms - HISTORY_SLACK_MS).max(now_ms.saturating_sub(max_age_ms));
+    let partition = crate::partition::partition_for(tenant.as_bytes(), app.hub.partitions());
+    crate::log::offset_at(&app.kafka, partition, from_ms)
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "cannot find an upload's history in the log");
+            HttpError::unavailable("the event log is unreachable")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_event_ids_are_offsets() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(last_event_id(&headers, None), Ok(None));
+        assert_eq!(last_event_id(&headers, Some("12")), Ok(Some(12)));
+        assert!(last_event_id(&headers, Some("abc")).is_err());
+        assert!(last_event_id(&headers, Some("-5")).is_err());
+        headers.insert("last-event-id", HeaderValue::from_static("7"));
+        assert_eq!(last_event_id(&headers, Some("12")), Ok(Some(7)));
+    }
+}

@@ -1,0 +1,171 @@
+//! Settings of the bridge beyond the shared runtime config: the `[bridge]` table of the config
+//! file (or `TRIBUTARY_BRIDGE__*` variables), plus the token secret, read from the same
+//! `[api] token_secret` key as the ingest-api so both verify tokens with one secret.
+
+use figment::Figment;
+use serde::Deserialize;
+use tributary_runtime::token;
+
+/// Tunables of the SSE fan-out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct BridgeSettings {
+    /// Seconds between heartbeat comments; proxies close idle connections after 30-60 s.
+    pub heartbeat_secs: u64,
+    /// How long before a token's expiry the stream sends `event: reauth`, seconds, so the
+    /// page can fetch a fresh token and reconnect before the stream is closed.
+    pub reauth_lead_secs: u64,
+    /// Base of the `retry:` reconnect delay sent at connection start, milliseconds.
+    pub retry_base_ms: u64,
+    /// Random extra added to `retry_base_ms` per connection, so a restart of the bridge does
+    /// not bring every browser back in the same millisecond.
+    pub retry_jitter_ms: u64,
+    /// Lifecycle frames buffered per tenant (shared by its subscribers); a subscriber further
+    /// behind gets `event: reset` and resumes from the log.
+    pub lifecycle_buffer: usize,
+    /// Progress frames buffered per tenant; a subscriber further behind loses the oldest.
+    pub progress_buffer: usize,
+    /// Catch-ups (reads of the log for a resume) running at once; each holds a Kafka
+    /// consumer, so a reconnect storm is queued instead of opening thousands of them.
+    pub max_concurrent_catchups: usize,
+    /// Frames one catch-up step reads before handing them to the socket.
+    pub catchup_batch: usize,
+    /// Longest wait for the log during a catch-up, seconds; the stream is closed after it
+    /// (the browser reconnects with its `Last-Event-ID`, nothing is lost).
+    pub catchup_timeout_secs: u64,
+    /// Oldest history `/v1/uploads/{id}/events` replays, seconds: the history is found by the
+    /// time in the upload's UUIDv7 id, and a forged old id must not make the bridge scan the
+    /// whole (forever-retained) partition.
+    pub history_max_age_secs: u64,
+}
+
+impl Default for BridgeSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_secs: 15,
+            reauth_lead_secs: 30,
+            retry_base_ms: 2_000,
+            retry_jitter_ms: 3_000,
+            lifecycle_buffer: 256,
+            progress_buffer: 64,
+            max_concurrent_catchups: 16,
+            catchup_batch: 256,
+            catchup_timeout_secs: 10,
+            history_max_age_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// Everything the bridge reads beyond [`tributary_runtime::Config`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Fan-out tunables.
+    pub bridge: BridgeSettings,
+    /// Secret that verifies browser tokens (`api.token_secret`, shared with the ingest-api).
+    pub token_secret: String,
+}
+
+/// Why the settings are unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A value could not be parsed.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A value parsed but makes no sense.
+    #[error("invalid configuration: {field}: {reason}")]
+    Invalid {
+        /// Dotted name of the setting.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+impl Settings {
+    /// Settings with defaults and `token_secret`.
+    pub fn with_secret(token_secret: impl Into<String>) -> Self {
+        Self {
+            bridge: BridgeSettings::default(),
+            token_secret: token_secret.into(),
+        }
+    }
+
+    /// Extracts `[bridge]` and `api.token_secret` from the layered configuration.
+    pub fn load(figment: &Figment) -> Result<Self, SettingsError> {
+        let parse = |e: figment::Error| SettingsError::Parse(e.to_string().to_lowercase());
+        let bridge = match figment.find_value("bridge") {
+            Ok(_) => figment.extract_inner("bridge").map_err(parse)?,
+            Err(_) => BridgeSettings::default(),
+        };
+        let token_secret = match figment.find_value("api.token_secret") {
+            Ok(_) => figment.extract_inner("api.token_secret").map_err(parse)?,
+            Err(_) => token::DEV_SECRET.to_string(),
+        };
+        let settings = Self {
+            bridge,
+            token_secret,
+        };
+        settings.validate()?;
+        if settings.token_secret == token::DEV_SECRET {
+            tracing::warn!(
+                "using the development token secret; set TRIBUTARY_API__TOKEN_SECRET in production"
+            );
+        }
+        Ok(settings)
+    }
+
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |field, reason| Err(SettingsError::Invalid { field, reason });
+        if self.token_secret.len() < token::MIN_SECRET_LEN {
+            return invalid("api.token_secret", "must be at least 32 bytes");
+        }
+        let b = &self.bridge;
+        if b.heartbeat_secs == 0 {
+            return invalid("bridge.heartbeat_secs", "must be at least 1");
+        }
+        if b.lifecycle_buffer == 0 || b.progress_buffer == 0 {
+            return invalid(
+                "bridge.lifecycle_buffer",
+                "buffers must hold at least 1 frame",
+            );
+        }
+        if b.max_concurrent_catchups == 0 || b.catchup_batch == 0 {
+            return invalid("bridge.max_concurrent_catchups", "must be at least 1");
+        }
+        if b.catchup_timeout_secs == 0 {
+            return invalid("bridge.catchup_timeout_secs", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Serialized;
+
+    #[test]
+    fn reads_the_api_token_secret_and_bridge_table() {
+        let figment = Figment::new()
+            .merge(Serialized::default("api.token_secret", "x".repeat(40)))
+            .merge(Serialized::default("bridge.heartbeat_secs", 5));
+        let settings = Settings::load(&figment).expect("valid");
+        assert_eq!(settings.token_secret, "x".repeat(40));
+        assert_eq!(settings.bridge.heartbeat_secs, 5);
+        assert_eq!(settings.bridge.lifecycle_buffer, 256);
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        let figment = Figment::new().merge(Serialized::default("api.token_secret", "short"));
+        let error = Settings::load(&figment).expect_err("short secret");
+        assert!(error.to_string().contains("api.token_secret"), "{error}");
+    }
+
+    #[test]
+    fn defaults_are_the_ingest_api_defaults() {
+        let settings = Settings::load(&Figment::new()).expect("defaults");
+        assert_eq!(settings.token_secret, token::DEV_SECRET);
+    }
+}

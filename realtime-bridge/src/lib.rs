@@ -86,6 +86,27 @@ pub struct AppState {
     pub stop: CancellationToken,
 }
 
+/// Binds the listener (with `SO_REUSEPORT` when `reuse_port`) after raising the process's
+/// open-file limit to its hard limit: every connection is a descriptor.
+pub fn listen(addr: std::net::SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    // A reconnect storm arrives all at once; a deep backlog keeps it from being refused.
+    socket.listen(4096)
+}
+
 /// Runs the bridge on `listener` until `stop` is cancelled: starts the live reader at the end
 /// of the log, then serves the SSE routes, health and metrics.
 pub async fn serve(
@@ -96,6 +117,7 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> Result<(), BridgeError> {
     settings.validate()?;
+    register_metrics();
     let catalog = load_catalog(&config.kafka).await?;
     let (reader, hub) = log::LiveReader::connect(
         &config.kafka,
@@ -127,4 +149,14 @@ pub async fn serve(
     stop.cancel();
     let _ = reader.await;
     served
+}
+
+/// Makes the bridge's series visible in `/metrics` before the first event (dashboards and
+/// alerts then see zeros, not gaps). Increments by zero: other bridges in the same process
+/// (tests) share the recorder.
+fn register_metrics() {
+    metrics::gauge!("tributary_bridge_connections").increment(0.0);
+    metrics::counter!("tributary_bridge_resets_total").increment(0);
+    metrics::counter!("tributary_bridge_progress_dropped_total").increment(0);
+    metrics::counter!("tributary_bridge_undecodable_total").increment(0);
 }

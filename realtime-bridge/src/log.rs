@@ -217,8 +217,8 @@ pub async fn offset_at(
 
 /// A read of one tenant's lifecycle partition over `[next, end)`, in batches.
 pub struct CatchUp {
-    /// Consumer assigned to the partition at `next`.
-    consumer: StreamConsumer,
+    /// Consumer assigned to the partition at `next`; `None` only while being dropped.
+    consumer: Option<StreamConsumer>,
     /// Partition read.
     partition: i32,
     /// The tenant whose frames are kept.
@@ -233,6 +233,17 @@ pub struct CatchUp {
     timeout: Duration,
     /// Bounds the catch-ups running at once.
     _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for CatchUp {
+    fn drop(&mut self) {
+        // Destroying a librdkafka client joins its threads: not on an async worker.
+        if let (Some(consumer), Ok(runtime)) =
+            (self.consumer.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn_blocking(move || drop(consumer));
+        }
+    }
 }
 
 /// Where a catch-up starts and ends, and what it keeps.
@@ -278,7 +289,7 @@ impl CatchUp {
             .map_err(KafkaError::Setup)?;
         consumer.assign(&assignment).map_err(KafkaError::Setup)?;
         Ok(Some(Self {
-            consumer,
+            consumer: Some(consumer),
             partition: range.partition,
             tenant: range.tenant,
             upload: range.upload,
@@ -298,9 +309,12 @@ impl CatchUp {
         if self.next >= self.end {
             return Ok(None);
         }
+        let Some(consumer) = &self.consumer else {
+            return Ok(None);
+        };
         let mut frames = Vec::new();
         while self.next < self.end && frames.len() < max {
-            let message = tokio::time::timeout(self.timeout, self.consumer.recv())
+            let message = tokio::time::timeout(self.timeout, consumer.recv())
                 .await
                 .map_err(|_| BridgeError::CatchUpTimeout {
                     partition: self.partition,

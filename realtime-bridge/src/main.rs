@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use tributary_realtime_bridge::{Settings, serve};
+use tributary_realtime_bridge::{Settings, listen, serve};
 use tributary_runtime::{Config, shutdown, telemetry};
 
 /// Where the bridge listens unless `TRIBUTARY_HTTP__LISTEN` says otherwise.
@@ -36,8 +36,7 @@ async fn run() -> anyhow::Result<()> {
     let config = Config::load(DEFAULT_LISTEN)?;
     let telemetry = telemetry::init("realtime-bridge", &config.telemetry)?;
     let settings = Settings::load(&Config::figment(DEFAULT_LISTEN))?;
-    let listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
+    let listener = listen(config.http.listen, settings.bridge.reuse_port)
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     let stop = shutdown::on_signal();
     serve(config, settings, telemetry, listener, stop).await?;

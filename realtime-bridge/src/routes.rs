@@ -166,6 +166,12 @@ async fn history_start(app: &AppState, tenant: &str, id: &uuid::Uuid) -> Result<
     .unwrap_or(i64::MAX);
     let from_ms = (minted_ms - HISTORY_SLACK_MS).max(now_ms.saturating_sub(max_age_ms));
     let partition = crate::partition::partition_for(tenant.as_bytes(), app.hub.partitions());
+    // A lookup opens a Kafka client, like a catch-up: both share the bound.
+    let _permit = app
+        .catchups
+        .acquire()
+        .await
+        .map_err(|_| HttpError::unavailable("the bridge is shutting down"))?;
     crate::log::offset_at(&app.kafka, partition, from_ms)
         .await
         .map_err(|error| {

@@ -37,6 +37,11 @@ pub struct BridgeSettings {
     /// time in the upload's UUIDv7 id, and a forged old id must not make the bridge scan the
     /// whole (forever-retained) partition.
     pub history_max_age_secs: u64,
+    /// Bind the listener with `SO_REUSEPORT`, so several bridge processes on one host share
+    /// the port and the kernel spreads connections over them (each process holds at most
+    /// its open-file limit of connections). Off by default: two bridges started on the same
+    /// port by mistake would otherwise silently share it.
+    pub reuse_port: bool,
 }
 
 impl Default for BridgeSettings {
@@ -52,6 +57,7 @@ impl Default for BridgeSettings {
             catchup_batch: 256,
             catchup_timeout_secs: 10,
             history_max_age_secs: 7 * 24 * 3600,
+            reuse_port: false,
         }
     }
 }

@@ -396,3 +396,44 @@ async fn a_slow_reader_gets_reset_and_loses_no_lifecycle_event() {
     assert!(resets >= 1, "the slow reader was reset");
     assert_eq!(ids, offsets, "every lifecycle event exactly once, in order");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_multiplex_over_http2() {
+    let bridge = start_bridge(|_| {}).await;
+    let tenant = unique("rb_h2");
+    let upload = uuid::Uuid::now_v7().to_string();
+    let token = bridge.token(&tenant, SUBSCRIBE, 600);
+    // Prior knowledge (h2c): one connection carries both streams.
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let mut streams = Vec::new();
+    for path in [
+        "/v1/events".to_string(),
+        format!("/v1/uploads/{upload}/events"),
+    ] {
+        let response = client
+            .get(bridge.url(&path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        let mut sse = common::Sse::from_response(response);
+        opened(&mut sse).await;
+        streams.push(sse);
+    }
+    let delivery = publisher(&bridge.config)
+        .publish(&initiated(&tenant, &upload))
+        .await
+        .expect("published");
+    for sse in &mut streams {
+        let event = sse
+            .next_event(Duration::from_secs(20))
+            .await
+            .expect("event over h2");
+        assert_eq!(event.offset(), Some(delivery.offset));
+        assert_eq!(event.event.as_deref(), Some("UploadInitiated"));
+    }
+}

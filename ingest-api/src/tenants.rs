@@ -209,6 +209,9 @@ pub struct TenantView {
     reserved_bytes: i64,
     /// Unfinished uploads.
     active_uploads: i32,
+    /// Bytes stored (assembled originals and variants), from the read models: follows the
+    /// log within moments. `null` while the read models cannot be queried.
+    stored_bytes: Option<i64>,
 }
 
 /// `GET /v1/admin/tenants/{id}`: policy and current usage.
@@ -223,10 +226,20 @@ pub async fn get_tenant(
         .usage(&tenant_id)
         .await
         .map_err(|e| ApiError::unavailable("cql", e))?;
+    // The quota figures above are the command side's (authoritative for admission); what
+    // is stored is the projector's business.
+    let stored_bytes = match state.read.tenant_usage(&state.cql, &tenant_id).await {
+        Ok(usage) => Some(usage.stored_bytes),
+        Err(error) => {
+            tracing::warn!(%tenant_id, %error, "tenant usage read model unavailable");
+            None
+        }
+    };
     Ok(Json(TenantView {
         policy: PolicyView::from(&policy),
         reserved_bytes,
         active_uploads,
+        stored_bytes,
     }))
 }
 

@@ -39,8 +39,10 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "tenants, api keys and usage",
         statements: &[
+            // Frozen: one cell, so a redelivered policy overwrites itself (a non-frozen list
+            // appends its elements again on a same-timestamp rewrite).
             "CREATE TABLE IF NOT EXISTS {keyspace}.tenants (tenant_id text PRIMARY KEY, name text, \
-         max_file_size bigint, allowed_content_types list<text>, byte_quota bigint, \
+         max_file_size bigint, allowed_content_types frozen<list<text>>, byte_quota bigint, \
          max_concurrent_uploads int, created_at timestamp, updated_at timestamp)",
             // Looked up by the key id embedded in a presented key; only the hash is stored.
             "CREATE TABLE IF NOT EXISTS {keyspace}.keys_by_id (key_id text PRIMARY KEY, \

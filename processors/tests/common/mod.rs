@@ -54,11 +54,18 @@ fn api_exe() -> PathBuf {
         .clone()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+/// Loopback address the pipeline's servers listen on: not 127.0.0.1, whose ephemeral ports
+/// the tests' own outgoing connections (Kafka, Cassandra, S3) keep taking, so a port found
+/// free there could be gone by the time a child binds it.
+const LISTEN_IP: &str = "127.0.0.3";
+
+/// A free `LISTEN_IP:port`.
+fn free_addr() -> String {
+    let port = TcpListener::bind((LISTEN_IP, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .expect("free port")
+        .expect("free port");
+    format!("{LISTEN_IP}:{port}")
 }
 
 /// A tenant created for a test.
@@ -141,9 +148,9 @@ impl Pipeline {
             }
         });
 
-        let port = free_port();
+        let addr = free_addr();
         let api = Command::new(api_exe())
-            .env("TRIBUTARY_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("TRIBUTARY_HTTP__LISTEN", &addr)
             .env("RUST_LOG", "warn")
             .env("TRIBUTARY_API__MANAGE_BUCKET_CORS", "false")
             .envs(api_env.iter().copied())
@@ -154,7 +161,7 @@ impl Pipeline {
         let mut pipeline = Self {
             _exclusive: exclusive,
             api,
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("http://{addr}"),
             http: reqwest::Client::new(),
             processors: Vec::new(),
             suffix,
@@ -190,10 +197,7 @@ impl Pipeline {
     /// Starts (or restarts) processor `name`.
     pub fn start_processor(&mut self, name: &str) {
         let child = Command::new(processor_exe(name))
-            .env(
-                "TRIBUTARY_HTTP__LISTEN",
-                format!("127.0.0.1:{}", free_port()),
-            )
+            .env("TRIBUTARY_HTTP__LISTEN", free_addr())
             .env(
                 "TRIBUTARY_PROCESSORS__GROUP",
                 format!("{name}-{}", self.suffix),
@@ -263,6 +267,32 @@ impl Pipeline {
             view["reserved_bytes"].as_i64().expect("reserved"),
             view["active_uploads"].as_i64().expect("active"),
         )
+    }
+
+    /// The tenant's stored bytes as the admin view reports them (from the usage read model),
+    /// once they equal `expected` (polled up to 30 s; the projector follows the log).
+    pub async fn wait_stored_bytes(&self, tenant: &Tenant, expected: i64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let view: Value = self
+                .http
+                .get(self.url(&format!("/v1/admin/tenants/{}", tenant.id)))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .expect("get tenant")
+                .json()
+                .await
+                .expect("json");
+            if view["stored_bytes"].as_i64() == Some(expected) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stored_bytes never became {expected}: {view}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     /// Initiates an upload of `bytes`; returns the session.

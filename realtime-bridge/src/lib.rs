@@ -82,6 +82,8 @@ pub struct AppState {
     pub catchups: Arc<Semaphore>,
     /// Whether the live reader runs (`/readyz`, and new streams are refused without it).
     pub live: Arc<AtomicBool>,
+    /// Metric handles.
+    pub metrics: session::Metrics,
     /// Ends every stream on shutdown, so the graceful shutdown does not wait for browsers.
     pub stop: CancellationToken,
 }
@@ -117,7 +119,6 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> Result<(), BridgeError> {
     settings.validate()?;
-    register_metrics();
     let catalog = load_catalog(&config.kafka).await?;
     let (reader, hub) = log::LiveReader::connect(
         &config.kafka,
@@ -136,6 +137,7 @@ pub async fn serve(
         catchups: Arc::new(Semaphore::new(settings.bridge.max_concurrent_catchups)),
         settings: Arc::new(settings),
         live,
+        metrics: session::Metrics::register(),
         stop: stop.clone(),
     };
     let router = routes::router(app, &telemetry);
@@ -149,14 +151,4 @@ pub async fn serve(
     stop.cancel();
     let _ = reader.await;
     served
-}
-
-/// Makes the bridge's series visible in `/metrics` before the first event (dashboards and
-/// alerts then see zeros, not gaps). Increments by zero: other bridges in the same process
-/// (tests) share the recorder.
-fn register_metrics() {
-    metrics::gauge!("tributary_bridge_connections").increment(0.0);
-    metrics::counter!("tributary_bridge_resets_total").increment(0);
-    metrics::counter!("tributary_bridge_progress_dropped_total").increment(0);
-    metrics::counter!("tributary_bridge_undecodable_total").increment(0);
 }

@@ -12,27 +12,70 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
+use std::pin::Pin;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::time::{Instant, Interval};
+
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::AppState;
 use crate::frame::{self, Frame};
 use crate::hub::Subscription;
 use crate::log::{CatchUp, CatchUpRange};
 
-/// Counts open streams in `tributary_bridge_connections`.
-struct ConnectionGauge;
+/// The bridge's metric handles, resolved once: a registry lookup per delivered frame would
+/// cost more than the delivery at 10,000 subscribers.
+#[derive(Clone)]
+pub struct Metrics {
+    /// `tributary_bridge_connections`.
+    connections: metrics::Gauge,
+    /// `tributary_bridge_resets_total`.
+    resets: metrics::Counter,
+    /// `tributary_bridge_progress_dropped_total`.
+    progress_dropped: metrics::Counter,
+    /// `tributary_bridge_fanout_latency_seconds`.
+    fanout_latency: metrics::Histogram,
+}
+
+impl Metrics {
+    /// Registers the series (they show in `/metrics` from start-up, as zeros).
+    pub fn register() -> Self {
+        let this = Self {
+            connections: metrics::gauge!("tributary_bridge_connections"),
+            resets: metrics::counter!("tributary_bridge_resets_total"),
+            progress_dropped: metrics::counter!("tributary_bridge_progress_dropped_total"),
+            fanout_latency: metrics::histogram!("tributary_bridge_fanout_latency_seconds"),
+        };
+        // Increments by zero: other bridges in the same process (tests) share the recorder.
+        this.connections.increment(0.0);
+        this.resets.increment(0);
+        this.progress_dropped.increment(0);
+        metrics::counter!("tributary_bridge_undecodable_total").increment(0);
+        this
+    }
+
+    fn observe_latency(&self, frame: &Frame) {
+        if let Some(appended_ms) = frame.appended_ms {
+            let now_ms = tributary_schemas::now_micros() / 1000;
+            let seconds = (now_ms - appended_ms).max(0) as f64 / 1000.0;
+            self.fanout_latency.record(seconds);
+        }
+    }
+}
+
+/// Counts the stream in `tributary_bridge_connections` while it lives.
+struct ConnectionGauge(metrics::Gauge);
 
 impl ConnectionGauge {
-    fn open() -> Self {
-        metrics::gauge!("tributary_bridge_connections").increment(1.0);
-        Self
+    fn open(gauge: &metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge.clone())
     }
 }
 
 impl Drop for ConnectionGauge {
     fn drop(&mut self) {
-        metrics::gauge!("tributary_bridge_connections").decrement(1.0);
+        self.0.decrement(1.0);
     }
 }
 
@@ -72,6 +115,16 @@ pub struct Session {
     planned: Option<(i64, i64)>,
     /// The catch-up being read.
     catchup: Option<CatchUp>,
+    /// The session's one timer, armed for the earliest of heartbeat, reauth and expiry: one
+    /// timer entry per connection, not re-registered per frame.
+    timer: Pin<Box<Sleep>>,
+    /// Ends the stream on shutdown; kept across polls so the token's waiter list is not
+    /// touched per frame.
+    stopped: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// When the next heartbeat is due.
+    next_heartbeat: Instant,
+    /// Heartbeat period.
+    heartbeat_every: Duration,
     /// When to send `reauth`.
     reauth_at: Instant,
     /// Whether `reauth` was sent.
@@ -80,8 +133,6 @@ pub struct Session {
     expires_at: Instant,
     /// Token expiry, seconds since the epoch (for the `reauth` payload).
     expires_at_secs: i64,
-    /// Heartbeat timer.
-    heartbeat: Interval,
     /// Whether the stream has ended.
     done: bool,
     /// Keeps the connection gauge right however the session ends.
@@ -110,8 +161,8 @@ impl Session {
             .unwrap_or(now)
             .max(now);
         let heartbeat_every = Duration::from_secs(settings.heartbeat_secs);
-        let mut heartbeat = tokio::time::interval_at(now + heartbeat_every, heartbeat_every);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let next_heartbeat = now + heartbeat_every;
+        let first_wakeup = next_heartbeat.min(reauth_at).min(expires_at);
         let jitter = match settings.retry_jitter_ms {
             0 => 0,
             jitter => getrandom::u64().unwrap_or(0) % (jitter + 1),
@@ -126,13 +177,16 @@ impl Session {
             pending,
             planned,
             catchup: None,
+            timer: Box::pin(tokio::time::sleep_until(first_wakeup)),
+            stopped: Box::pin(app.stop.clone().cancelled_owned()),
+            next_heartbeat,
+            heartbeat_every,
             reauth_at,
             reauth_sent: false,
             expires_at,
             expires_at_secs: start.expires_at,
-            heartbeat,
             done: false,
-            _gauge: ConnectionGauge::open(),
+            _gauge: ConnectionGauge::open(&app.metrics.connections),
             app,
         }
     }
@@ -153,7 +207,7 @@ impl Session {
             if let Some(bytes) = self.pending.pop_front() {
                 return Some(bytes);
             }
-            if self.done || self.app.stop.is_cancelled() || Instant::now() >= self.expires_at {
+            if self.done || Instant::now() >= self.expires_at {
                 return None;
             }
             if let Some((from, end)) = self.planned.take() {
@@ -208,21 +262,13 @@ impl Session {
     /// Waits for the next live event; `None` when the caller should loop (a frame skipped, a
     /// catch-up planned, the stream ended).
     async fn live(&mut self) -> Option<Bytes> {
-        let reauth_sent = self.reauth_sent;
         tokio::select! {
             biased;
-            () = self.app.stop.cancelled() => {
+            () = self.stopped.as_mut() => {
                 self.done = true;
                 None
             }
-            () = tokio::time::sleep_until(self.expires_at) => {
-                self.done = true;
-                None
-            }
-            () = tokio::time::sleep_until(self.reauth_at), if !reauth_sent => {
-                self.reauth_sent = true;
-                Some(frame::reauth(self.expires_at_secs))
-            }
+            () = self.timer.as_mut() => self.on_timer(),
             received = self.subscription.lifecycle.recv() => match received {
                 Ok(frame) => self.deliver_lifecycle(&frame),
                 Err(RecvError::Lagged(_)) => Some(self.reset()),
@@ -233,12 +279,12 @@ impl Session {
             },
             received = self.subscription.progress.recv() => match received {
                 Ok(frame) if frame.is_for(self.upload.as_deref()) => {
-                    observe_latency(&frame);
+                    self.app.metrics.observe_latency(&frame);
                     Some(frame.bytes.clone())
                 }
                 Ok(_) => None,
                 Err(RecvError::Lagged(missed)) => {
-                    metrics::counter!("tributary_bridge_progress_dropped_total").increment(missed);
+                    self.app.metrics.progress_dropped.increment(missed);
                     None
                 }
                 Err(RecvError::Closed) => {
@@ -246,8 +292,31 @@ impl Session {
                     None
                 }
             },
-            _ = self.heartbeat.tick() => Some(frame::heartbeat()),
         }
+    }
+
+    /// The timer fired: close at expiry, else send what is due and re-arm.
+    fn on_timer(&mut self) -> Option<Bytes> {
+        let now = Instant::now();
+        if now >= self.expires_at {
+            self.done = true;
+            return None;
+        }
+        let due = if !self.reauth_sent && now >= self.reauth_at {
+            self.reauth_sent = true;
+            Some(frame::reauth(self.expires_at_secs))
+        } else if now >= self.next_heartbeat {
+            self.next_heartbeat = now + self.heartbeat_every;
+            Some(frame::heartbeat())
+        } else {
+            None
+        };
+        let mut wakeup = self.next_heartbeat.min(self.expires_at);
+        if !self.reauth_sent {
+            wakeup = wakeup.min(self.reauth_at);
+        }
+        self.timer.as_mut().reset(wakeup);
+        due
     }
 
     fn deliver_lifecycle(&mut self, frame: &Frame) -> Option<Bytes> {
@@ -257,14 +326,14 @@ impl Session {
             return None;
         }
         self.last = offset;
-        observe_latency(frame);
+        self.app.metrics.observe_latency(frame);
         Some(frame.bytes.clone())
     }
 
     /// The subscriber fell further behind than its tenant's ring holds: tell it where it is,
     /// take fresh receivers and plan a catch-up from the log up to where they start.
     fn reset(&mut self) -> Bytes {
-        metrics::counter!("tributary_bridge_resets_total").increment(1);
+        self.app.metrics.resets.increment(1);
         let fresh = self.app.hub.subscribe(&self.tenant);
         // The old receivers go only after the new ones exist, so the tenant's rings (and
         // their position) survive the swap.
@@ -272,13 +341,5 @@ impl Session {
         let live_from = self.app.hub.position(self.partition);
         self.planned = Some((self.last + 1, live_from));
         frame::reset(self.last)
-    }
-}
-
-fn observe_latency(frame: &Frame) {
-    if let Some(appended_ms) = frame.appended_ms {
-        let now_ms = tributary_schemas::now_micros() / 1000;
-        let seconds = (now_ms - appended_ms).max(0) as f64 / 1000.0;
-        metrics::histogram!("tributary_bridge_fanout_latency_seconds").record(seconds);
     }
 }

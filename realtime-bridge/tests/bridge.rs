@@ -239,7 +239,11 @@ async fn a_subscriber_never_sees_another_tenants_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_checked_and_streams_close_at_expiry() {
-    let bridge = start_bridge(|s| s.reauth_lead_secs = 1).await;
+    let bridge = start_bridge(|s| {
+        s.reauth_lead_secs = 1;
+        s.heartbeat_secs = 1;
+    })
+    .await;
     let tenant = unique("rb_auth");
     let refused = |bridge: &Bridge, path: String, token: Option<String>| {
         let url = bridge.url(&path);
@@ -298,9 +302,30 @@ async fn tokens_are_checked_and_streams_close_at_expiry() {
         (404, "not_found".into())
     );
     assert_eq!(
-        refused(&bridge, "/v1/events?last_event_id=x".into(), Some(live)).await,
+        refused(
+            &bridge,
+            "/v1/events?last_event_id=x".into(),
+            Some(live.clone())
+        )
+        .await,
         (400, "invalid_last_event_id".into())
     );
+
+    // An idle stream: retry advice with jitter (2-5 s by default), then heartbeats.
+    let mut idle = bridge.open("/v1/events", &live, None).await;
+    let retry = idle
+        .next_block(Duration::from_secs(5))
+        .await
+        .expect("in time")
+        .and_then(|b| b.retry)
+        .expect("retry first");
+    assert!((2_000..=5_000).contains(&retry), "retry {retry}");
+    let beat = idle
+        .next_block(Duration::from_secs(3))
+        .await
+        .expect("heartbeat in time")
+        .expect("open");
+    assert!(beat.comment, "a heartbeat comment: {beat:?}");
 
     // A token with 3 s left (whole seconds, so 2-3 s): reauth about 1 s before, then the end.
     let short = bridge.token(&tenant, SUBSCRIBE, 3);
@@ -319,8 +344,14 @@ async fn tokens_are_checked_and_streams_close_at_expiry() {
     assert_eq!(reauth.event.as_deref(), Some("reauth"));
     assert!(reauth.json()["expires_at"].is_i64());
     let reauth_after = opened_at.elapsed();
-    let end = sse.next_block(Duration::from_secs(5)).await;
-    assert_eq!(end, Ok(None), "the stream closes at expiry");
+    // Heartbeats may still come; then the stream ends.
+    loop {
+        match sse.next_block(Duration::from_secs(5)).await {
+            Ok(None) => break,
+            Ok(Some(block)) => assert!(block.comment, "only heartbeats after reauth: {block:?}"),
+            Err(()) => panic!("the stream was not closed at expiry"),
+        }
+    }
     let closed_after = opened_at.elapsed();
     assert!(
         closed_after > reauth_after && closed_after <= Duration::from_secs(4),

@@ -14,9 +14,9 @@ use crate::ProjectionError;
 
 /// Where an event sits in the log: what SSE ids and the timeline are keyed by.
 ///
-/// Lifecycle and tenant-admin events carry positions in their own topics; the two never
-/// write the same rows (upload rows vs tenant and key rows), so offsets of one topic order
-/// every write they are compared with.
+/// Lifecycle, tenant-admin and progress events carry positions in their own topics; no two
+/// topics write the same cells (upload rows, tenant and key rows, progress rows), so offsets of
+/// one topic order every write they are compared with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogPosition {
     /// Partition of the lifecycle topic.
@@ -96,6 +96,7 @@ pub struct Writer {
     insert_tenant_key: PreparedStatement,
     revoke_key: PreparedStatement,
     revoke_tenant_key: PreparedStatement,
+    insert_progress: PreparedStatement,
 }
 
 impl Writer {
@@ -129,6 +130,7 @@ impl Writer {
             insert_key: prepare("INSERT INTO {ks}.keys_by_id (key_id, tenant_id, key_hash, issued_at, expires_at) VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?").await?,
             insert_tenant_key: prepare("INSERT INTO {ks}.keys_by_tenant (tenant_id, key_id, key_hash, issued_at, expires_at) VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?").await?,
             revoke_key: prepare("UPDATE {ks}.keys_by_id USING TIMESTAMP ? SET tenant_id = ?, revoked_at = ? WHERE key_id = ?").await?,
+            insert_progress: prepare("INSERT INTO {ks}.upload_progress (upload_id, stage, bytes_done, bytes_total, percent, updated_at) VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?").await?,
             revoke_tenant_key: prepare("UPDATE {ks}.keys_by_tenant USING TIMESTAMP ? SET revoked_at = ? WHERE tenant_id = ? AND key_id = ?").await?,
         })
     }
@@ -194,11 +196,41 @@ impl Writer {
                     .or_insert(key);
             }
         }
+        // Progress is selective: only the latest report per upload in the batch is written.
+        let mut latest_progress: HashMap<&str, usize> = HashMap::new();
+        for (index, (event, _)) in events.iter().enumerate() {
+            if let (EventPayload::UploadProgress(_), Some(upload_id)) =
+                (&event.payload, event.meta.upload_id.as_deref())
+            {
+                latest_progress.insert(upload_id, index);
+            }
+        }
         for (index, (event, at)) in events.iter().enumerate() {
             let Some(upload_id) = event.meta.upload_id.as_deref() else {
                 self.plan_tenant_admin(event, *at, &mut groups);
                 continue;
             };
+            // From the progress topic: its own table, none of the lifecycle's rows.
+            if let EventPayload::UploadProgress(progress) = &event.payload {
+                if latest_progress.get(upload_id) == Some(&index) {
+                    groups
+                        .entry(format!("p/{upload_id}"))
+                        .or_default()
+                        .push(Row {
+                            statement: self.insert_progress.clone(),
+                            values: vec![
+                                text(upload_id),
+                                text(&progress.stage),
+                                big(progress.bytes_done),
+                                big(progress.bytes_total),
+                                Some(CqlValue::Double(progress.percent)),
+                                time(event.meta.occurred_at),
+                                big(write_timestamp(*at)),
+                            ],
+                        });
+                }
+                continue;
+            }
             let tenant_id = event.meta.tenant_id.as_str();
             let written = write_timestamp(*at);
             let month = month_of(created_micros(upload_id));

@@ -1,5 +1,5 @@
-//! The projector's consumer: lifecycle and tenant-admin events applied to the read models,
-//! at least once, in consumer batches ([`Writer::apply_batch`]).
+//! The projector's consumer: lifecycle, tenant-admin and progress events applied to the read
+//! models, at least once, in consumer batches ([`Writer::apply_batch`]).
 //!
 //! [`run`] is the live projector: it projects into the active read-model version and follows
 //! a switch to a new one. [`rebuild`] replays the log from offset 0 into a fresh version,
@@ -29,8 +29,8 @@ pub const GROUP: &str = "tributary-projector";
 /// How often the live projector checks which version is active.
 const POINTER_POLL: Duration = Duration::from_secs(3);
 
-/// The topics projected.
-const TOPICS: &[&str] = &[topics::LIFECYCLE, topics::TENANT_ADMIN];
+/// The topics projected (of the progress topic, only each upload's latest report).
+const TOPICS: &[&str] = &[topics::LIFECYCLE, topics::TENANT_ADMIN, topics::PROGRESS];
 
 /// Batches of CQL writes in flight at once.
 const WRITE_CONCURRENCY: usize = 64;

@@ -79,6 +79,21 @@ pub struct ListingRow {
     pub state: Option<String>,
 }
 
+/// The latest progress report of an upload's current stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressRow {
+    /// Stage, e.g. `transcode`.
+    pub stage: String,
+    /// Bytes (or units) done.
+    pub bytes_done: i64,
+    /// Bytes (or units) in all.
+    pub bytes_total: i64,
+    /// Completion, 0 to 100.
+    pub percent: f64,
+    /// When it was reported, millis since the epoch.
+    pub updated_at_ms: Option<i64>,
+}
+
 /// A tenant and its policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantRow {
@@ -148,6 +163,7 @@ struct Statements {
     tenant_keys: PreparedStatement,
     all_months: PreparedStatement,
     usage: PreparedStatement,
+    progress: PreparedStatement,
 }
 
 /// Typed queries over the active version of the read models. Readers follow a rebuild's
@@ -188,6 +204,7 @@ impl Statements {
             tenant_keys: prepare("SELECT key_id, tenant_id, key_hash, issued_at, expires_at, revoked_at FROM {ks}.keys_by_tenant WHERE tenant_id = ?").await?,
             all_months: prepare("SELECT month FROM {ks}.tenant_months WHERE tenant_id = ?").await?,
             // Summed by the database, one month bucket at a time (bounded partitions).
+            progress: prepare("SELECT stage, bytes_done, bytes_total, percent, updated_at FROM {ks}.upload_progress WHERE upload_id = ?").await?,
             usage: prepare("SELECT sum(reserved_bytes), sum(stored_bytes), sum(active) FROM {ks}.tenant_usage_items WHERE tenant_id = ? AND month = ?").await?,
         })
     }
@@ -422,6 +439,36 @@ impl ReadModels {
             uploads,
             next_cursor: None,
         })
+    }
+
+    /// The latest progress report of an upload, if any.
+    pub async fn progress(
+        &self,
+        session: &Session,
+        upload_id: &str,
+    ) -> Result<Option<ProgressRow>, ProjectionError> {
+        type Row = (
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            Option<f64>,
+            Option<CqlTimestamp>,
+        );
+        let row = session
+            .execute_unpaged(&self.statements().progress, (upload_id,))
+            .await
+            .map_err(ProjectionError::cql)?
+            .into_rows_result()
+            .map_err(ProjectionError::cql)?
+            .maybe_first_row::<Row>()
+            .map_err(ProjectionError::cql)?;
+        Ok(row.map(|r| ProgressRow {
+            stage: r.0.unwrap_or_default(),
+            bytes_done: r.1.unwrap_or(0),
+            bytes_total: r.2.unwrap_or(0),
+            percent: r.3.unwrap_or(0.0),
+            updated_at_ms: millis(r.4),
+        }))
     }
 
     /// A tenant and its policy.

@@ -59,4 +59,16 @@ pub const MIGRATIONS: &[Migration] = &[
          PRIMARY KEY ((tenant_id, month), upload_id, item))",
         ],
     },
+    Migration {
+        version: 3,
+        name: "upload progress",
+        statements: &[
+            // The latest progress of each upload's current stage, from the progress topic
+            // (retained for a day: a rebuild restores what is retained, which is all that an
+            // upload still processing needs).
+            "CREATE TABLE IF NOT EXISTS {keyspace}.upload_progress (upload_id text PRIMARY KEY, \
+             stage text, bytes_done bigint, bytes_total bigint, percent double, \
+             updated_at timestamp)",
+        ],
+    },
 ];

@@ -72,6 +72,19 @@ async fn live_projection_equals_a_rebuild_from_offset_zero_and_redelivery_change
         .expect("key")
         .expect("projected");
     assert!(live_key.is_valid_at(now), "{live_key:?}");
+    // Progress: the last report of the batch wins, earlier ones are not projected over it.
+    let mut with_progress = 0;
+    for upload in &work.uploads {
+        if let Some(progress) = readers.progress(&session, upload).await.expect("progress") {
+            assert_eq!((progress.percent, progress.bytes_done), (100.0, 1000));
+            with_progress += 1;
+        }
+    }
+    assert_eq!(
+        with_progress,
+        work.uploads.len() * 4 / 5,
+        "ready uploads report progress"
+    );
     assert_eq!(
         live_key.key_hash.as_deref(),
         Some(&*format!("sha256:{}", work.keys[1]))

@@ -37,6 +37,14 @@ pub struct VariantView {
     url_expires_at: String,
 }
 
+/// Progress of the stage an upload is in (while it is `processing`).
+#[derive(Debug, Serialize)]
+pub struct ProgressView {
+    stage: String,
+    percent: f64,
+    updated_at: Option<String>,
+}
+
 /// Answer of `GET /v1/uploads/{id}`.
 #[derive(Debug, Serialize)]
 pub struct StatusView {
@@ -51,6 +59,9 @@ pub struct StatusView {
     created_at: Option<String>,
     expires_at: Option<String>,
     error: Option<ErrorView>,
+    /// Present while processing, once a processor reported progress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<ProgressView>,
     variants: Vec<VariantView>,
 }
 
@@ -96,6 +107,7 @@ pub async fn status(
             created_at: Some(rfc3339(session.created_at)),
             expires_at: Some(rfc3339(session.expires_at)),
             error: None,
+            progress: None,
             variants: Vec::new(),
         }));
     };
@@ -130,6 +142,19 @@ pub async fn status(
             url_expires_at: url_expires_at.clone(),
         });
     }
+    let progress = match row.state.as_deref() {
+        Some("processing") => state
+            .read
+            .progress(&state.cql, &upload_id)
+            .await
+            .map_err(unavailable_cql)?
+            .map(|p| ProgressView {
+                stage: p.stage,
+                percent: p.percent,
+                updated_at: p.updated_at_ms.map(|ms| rfc3339(ms * 1000)),
+            }),
+        _ => None,
+    };
     Ok(Json(StatusView {
         upload_id,
         state: row.state.unwrap_or_default(),
@@ -145,6 +170,7 @@ pub async fn status(
             (Some(code), Some(message)) => Some(ErrorView { code, message }),
             _ => None,
         },
+        progress,
         variants,
     }))
 }

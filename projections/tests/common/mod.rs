@@ -17,11 +17,11 @@ use tributary_runtime::{Config, testing, topics};
 use tributary_schemas::{
     ApiKeyIssued, ApiKeyRevoked, Event, EventMeta, MediaJobRequested, PartConfirmed, QuotaChanged,
     SchemaCatalog, TenantCreated, UploadAssembled, UploadCompletionRequested, UploadInitiated,
-    UploadReady, UploadRejected, UploadValidated, VariantProduced,
+    UploadProgress, UploadReady, UploadRejected, UploadValidated, VariantProduced,
 };
 
 /// The topics the projector reads.
-pub const PROJECTED: &[&str] = &[topics::LIFECYCLE, topics::TENANT_ADMIN];
+pub const PROJECTED: &[&str] = &[topics::LIFECYCLE, topics::TENANT_ADMIN, topics::PROGRESS];
 
 /// The byte quota every workload tenant ends with (set by its last admin event).
 pub const FINAL_QUOTA: i64 = 777_000_000;
@@ -186,6 +186,18 @@ pub fn workload(tenants: usize, uploads_per_tenant: usize) -> Workload {
                     },
                 ));
                 let _ = MediaJobRequested::KIND_IMAGE;
+                // Progress reports (progress topic): only the last one must be projected.
+                for percent in [25.0, 50.0, 100.0] {
+                    out.events.push(Event::new(
+                        meta(),
+                        UploadProgress {
+                            stage: "transform".into(),
+                            bytes_done: (percent as i64) * 10,
+                            bytes_total: 1000,
+                            percent,
+                        },
+                    ));
+                }
                 for (variant, side) in [("display", 1280), ("thumb", 320)] {
                     out.events.push(Event::new(
                         meta(),
@@ -214,7 +226,7 @@ pub fn workload(tenants: usize, uploads_per_tenant: usize) -> Workload {
     out.lifecycle_events = out
         .events
         .iter()
-        .filter(|e| e.meta.upload_id.is_some())
+        .filter(|e| e.topic() == topics::LIFECYCLE)
         .count();
     out
 }
@@ -339,6 +351,7 @@ impl Drop for Projector {
 pub async fn dump(session: &Session, keyspace: &str, workload: &Workload) -> Vec<String> {
     let mut lines = Vec::new();
     let per_upload = [
+        "upload_progress",
         "uploads_by_id",
         "upload_parts",
         "upload_variants",
@@ -433,8 +446,18 @@ pub async fn wait_projected(
             // expires_at is null for every workload key; revoked_at only for revoked ones.
             .filter(|l| l.starts_with("keys_by_id ") && l.matches("None").count() == 1)
             .count();
+        // Progress of every ready upload at its last report.
+        let progressed = lines
+            .iter()
+            .filter(|l| l.starts_with("upload_progress ") && l.contains("Double(100.0)"))
+            .count();
+        let ready = lines
+            .iter()
+            .filter(|l| l.starts_with("uploads_by_id ") && l.contains("\"ready\""))
+            .count();
         if timeline == expected_timeline
             && finished == workload.uploads.len()
+            && progressed == ready
             && administered == workload.tenants.len()
             && revoked == workload.tenants.len()
         {

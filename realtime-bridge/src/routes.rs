@@ -6,10 +6,13 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tributary_runtime::telemetry::Telemetry;
 
 use crate::AppState;
@@ -32,9 +35,12 @@ struct EventsQuery {
 
 /// The bridge's routes.
 pub fn router(app: AppState, telemetry: &Telemetry) -> Router {
-    Router::new()
+    let streams = Router::new()
         .route("/v1/events", get(tenant_events))
         .route("/v1/uploads/{id}/events", get(upload_events))
+        .layer(cors(&app.settings.cors_origins));
+    Router::new()
+        .merge(streams)
         .route(
             "/healthz",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
@@ -42,6 +48,28 @@ pub fn router(app: AppState, telemetry: &Telemetry) -> Router {
         .route("/readyz", get(ready))
         .with_state(app)
         .merge(telemetry.metrics_router())
+}
+
+/// CORS for the configured browser origins: pages on the API's origins open EventSources
+/// here, another origin. `Authorization` and `Last-Event-ID` are allowed for fetch-based
+/// clients (a native EventSource sends neither cross-origin preflight-worthy header).
+pub fn cors(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CACHE_CONTROL,
+            HeaderName::from_static("last-event-id"),
+        ])
+        .max_age(Duration::from_secs(600));
+    if origins.iter().any(|o| o == "*") {
+        return layer.allow_origin(AllowOrigin::any());
+    }
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    layer.allow_origin(AllowOrigin::list(allowed))
 }
 
 async fn ready(State(app): State<AppState>) -> Response {

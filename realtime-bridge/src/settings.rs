@@ -69,6 +69,17 @@ pub struct Settings {
     pub bridge: BridgeSettings,
     /// Secret that verifies browser tokens (`api.token_secret`, shared with the ingest-api).
     pub token_secret: String,
+    /// Browser origins allowed by CORS (`api.cors_origins`, shared with the ingest-api: the
+    /// pages that call the API subscribe here, from the same origins); `*` allows any.
+    pub cors_origins: Vec<String>,
+}
+
+/// The ingest-api's default `api.cors_origins`: pages served by the local API.
+fn default_cors_origins() -> Vec<String> {
+    vec![
+        "http://127.0.0.1:8080".into(),
+        "http://localhost:8080".into(),
+    ]
 }
 
 /// Why the settings are unusable.
@@ -93,6 +104,7 @@ impl Settings {
         Self {
             bridge: BridgeSettings::default(),
             token_secret: token_secret.into(),
+            cors_origins: default_cors_origins(),
         }
     }
 
@@ -107,9 +119,14 @@ impl Settings {
             Ok(_) => figment.extract_inner("api.token_secret").map_err(parse)?,
             Err(_) => token::DEV_SECRET.to_string(),
         };
+        let cors_origins = match figment.find_value("api.cors_origins") {
+            Ok(_) => figment.extract_inner("api.cors_origins").map_err(parse)?,
+            Err(_) => default_cors_origins(),
+        };
         let settings = Self {
             bridge,
             token_secret,
+            cors_origins,
         };
         settings.validate()?;
         if settings.token_secret == token::DEV_SECRET {

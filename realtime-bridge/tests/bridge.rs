@@ -311,6 +311,48 @@ async fn tokens_are_checked_and_streams_close_at_expiry() {
         (400, "invalid_last_event_id".into())
     );
 
+    // CORS: the API's page origins may open streams here; others get no allowance.
+    let page = "http://127.0.0.1:8080";
+    let response = reqwest::Client::new()
+        .get(bridge.url(&format!("/v1/events?token={live}")))
+        .header("origin", page)
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.as_bytes()),
+        Some(page.as_bytes())
+    );
+    drop(response);
+    let preflight = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, bridge.url("/v1/events"))
+        .header("origin", page)
+        .header("access-control-request-method", "GET")
+        .header(
+            "access-control-request-headers",
+            "authorization,last-event-id",
+        )
+        .send()
+        .await
+        .expect("preflight");
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let foreign = reqwest::Client::new()
+        .get(bridge.url(&format!("/v1/events?token={live}")))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .expect("response");
+    assert!(
+        foreign
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    drop(foreign);
+
     // An idle stream: retry advice with jitter (2-5 s by default), then heartbeats.
     let mut idle = bridge.open("/v1/events", &live, None).await;
     let retry = idle

@@ -27,6 +27,8 @@ pub struct ProcessorSettings {
     pub ffmpeg: String,
     /// `ffprobe` executable.
     pub ffprobe: String,
+    /// libheif's `heif-convert` executable (HEIC/AVIF input).
+    pub heif_convert: String,
     /// How often the janitor looks for expired sessions, seconds.
     pub sweep_interval_secs: u64,
     /// How long after its deadline an unfinished session is expired, seconds: completions
@@ -57,6 +59,7 @@ impl Default for ProcessorSettings {
             ffmpeg_threads: 2,
             ffmpeg: "ffmpeg".into(),
             ffprobe: "ffprobe".into(),
+            heif_convert: "heif-convert".into(),
             sweep_interval_secs: 30,
             expiry_grace_secs: 60,
             processing_timeout_secs: 3 * 3600,

@@ -236,3 +236,68 @@ async fn hostile_and_mislabelled_files_are_rejected_with_a_reason_and_leave_noth
         assert_eq!(of_upload(&log, upload_id, "UploadRejected").len(), 1);
     }
 }
+
+/// Encodes a 1200x1600 portrait PNG (red top half, blue bottom half) with libheif's
+/// `heif-enc` (`avif`: AV1 instead of HEVC); returns the file's bytes.
+fn heif_fixture(avif: bool) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let png = dir.path().join("source.png");
+    image::RgbImage::from_fn(1200, 1600, |_, y| {
+        if y < 800 {
+            image::Rgb([220, 20, 20])
+        } else {
+            image::Rgb([20, 20, 220])
+        }
+    })
+    .save(&png)
+    .expect("write png");
+    let out = dir.path().join(if avif { "out.avif" } else { "out.heic" });
+    let mut command = std::process::Command::new("heif-enc");
+    if avif {
+        command.arg("-A");
+    }
+    let status = command
+        .args(["-q", "80"])
+        .arg(&png)
+        .arg("-o")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run heif-enc (Debian libheif-examples, installed by ./devstack)");
+    assert!(status.success(), "heif-enc failed");
+    std::fs::read(out).expect("read encoded file")
+}
+
+#[tokio::test]
+async fn heic_and_avif_photos_become_upright_webp_variants() {
+    let pipeline = Pipeline::start(&[], &[]).await;
+    let tenant = pipeline.create_tenant(json!({})).await;
+    for (name, content_type, bytes) in [
+        ("IMG_0001.HEIC", "image/heic", heif_fixture(false)),
+        ("export.avif", "image/avif", heif_fixture(true)),
+    ] {
+        let upload_id = pipeline.upload(&tenant, name, content_type, &bytes).await;
+        let status = pipeline.wait_terminal(&tenant, &upload_id, WITHIN).await;
+        assert_eq!(status["state"], "ready", "{content_type}: {status}");
+        let display = status["variants"]
+            .as_array()
+            .and_then(|v| v.iter().find(|v| v["variant"] == "display"))
+            .unwrap_or_else(|| panic!("{content_type}: no display variant in {status}"))
+            .clone();
+        assert_eq!(
+            (display["width"].as_i64(), display["height"].as_i64()),
+            (Some(960), Some(1280)),
+            "{content_type}"
+        );
+        let key = format!("uploads/{}/{upload_id}/variants/display.webp", tenant.id);
+        let decoded = image::load_from_memory(&common::get_object(&key).await)
+            .expect("decode webp")
+            .into_rgb8();
+        let (top, bottom) = (decoded.get_pixel(480, 200), decoded.get_pixel(480, 1080));
+        assert!(top[0] > 150 && top[2] < 100, "{content_type}: top {top:?}");
+        assert!(
+            bottom[2] > 150 && bottom[0] < 100,
+            "{content_type}: bottom {bottom:?}"
+        );
+    }
+}

@@ -2,6 +2,10 @@
 //! file kills one job, never the worker. The child is this same binary
 //! (`transformer render-image`), which limits its own address space and CPU time before it
 //! reads a byte, and is killed when it exceeds the job's wall-clock limit.
+//!
+//! HEIC and AVIF (iPhone photos, modern exports) are first converted to PNG by libheif's
+//! `heif-convert` (Debian `libheif-examples`), run by the child so that the limits apply to
+//! it as well; libheif applies the container's rotation and mirroring, so the PNG is upright.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -23,6 +27,26 @@ pub struct JobLimits {
     pub memory_bytes: u64,
     /// Wall-clock time, after which the child is killed.
     pub timeout: Duration,
+}
+
+/// Whether `bytes` are a HEIF container (HEIC or AVIF): an ISO-BMFF `ftyp` box with a HEIF
+/// brand.
+pub fn is_heif(bytes: &[u8]) -> bool {
+    bytes.get(4..8) == Some(b"ftyp")
+        && matches!(
+            bytes.get(8..12),
+            Some(
+                b"heic"
+                    | b"heix"
+                    | b"heim"
+                    | b"heis"
+                    | b"hevc"
+                    | b"mif1"
+                    | b"msf1"
+                    | b"avif"
+                    | b"avis"
+            )
+        )
 }
 
 /// One variant file written by the child.
@@ -53,6 +77,11 @@ pub enum ChildReport {
         /// ThumbHash, base64.
         placeholder: String,
     },
+    /// The job could not be done for a reason of ours (e.g. a tool missing on this worker).
+    Failed {
+        /// What went wrong.
+        reason: String,
+    },
     /// The input was refused.
     Rejected {
         /// Machine-readable reason.
@@ -72,6 +101,7 @@ pub async fn render_isolated(
     input: &Path,
     out_dir: &Path,
     limits: &JobLimits,
+    heif_convert: &str,
 ) -> Result<ChildReport, String> {
     let child = tokio::process::Command::new(exe)
         .arg(SUBCOMMAND)
@@ -80,6 +110,7 @@ pub async fn render_isolated(
         .arg(limits.image.max_pixels.to_string())
         .arg(limits.memory_bytes.to_string())
         .arg(limits.timeout.as_secs().max(1).to_string())
+        .arg(heif_convert)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -117,12 +148,12 @@ pub async fn render_isolated(
     })
 }
 
-/// The child's side: `transformer render-image INPUT OUT_DIR MAX_PIXELS MEMORY_BYTES CPU_SECS`.
-/// Limits itself, renders, writes the variants and prints its [`ChildReport`].
+/// The child's side: `transformer render-image INPUT OUT_DIR MAX_PIXELS MEMORY_BYTES CPU_SECS
+/// HEIF_CONVERT`. Limits itself, renders, writes the variants and prints its [`ChildReport`].
 pub fn child_main(args: &[String]) -> Result<(), String> {
-    let [input, out_dir, max_pixels, memory, cpu_secs] = args else {
+    let [input, out_dir, max_pixels, memory, cpu_secs, heif_convert] = args else {
         return Err(format!(
-            "usage: transformer {SUBCOMMAND} INPUT OUT_DIR MAX_PIXELS MEMORY_BYTES CPU_SECS"
+            "usage: transformer {SUBCOMMAND} INPUT OUT_DIR MAX_PIXELS MEMORY_BYTES CPU_SECS HEIF_CONVERT"
         ));
     };
     let number = |s: &str| {
@@ -139,7 +170,17 @@ pub fn child_main(args: &[String]) -> Result<(), String> {
         max_pixels: number(max_pixels)?,
         ..ImageLimits::default()
     };
-    let bytes = std::fs::read(input).map_err(|e| format!("cannot read {input}: {e}"))?;
+    let mut bytes = std::fs::read(input).map_err(|e| format!("cannot read {input}: {e}"))?;
+    if is_heif(&bytes) {
+        match heif_to_png(heif_convert, Path::new(input), Path::new(out_dir)) {
+            Ok(png) => bytes = png,
+            Err(report) => {
+                let json = serde_json::to_string(&report).map_err(|e| e.to_string())?;
+                println!("{json}");
+                return Ok(());
+            }
+        }
+    }
     let report = match render(&bytes, &limits) {
         Ok(rendered) => {
             let mut variants = Vec::new();
@@ -166,6 +207,50 @@ pub fn child_main(args: &[String]) -> Result<(), String> {
     let json = serde_json::to_string(&report).map_err(|e| e.to_string())?;
     println!("{json}");
     Ok(())
+}
+
+/// Converts a HEIC/AVIF file to PNG with `heif-convert` (primary image, transformations
+/// applied); a file it cannot decode is a rejection.
+fn heif_to_png(heif_convert: &str, input: &Path, out_dir: &Path) -> Result<Vec<u8>, ChildReport> {
+    let output = out_dir.join("heif.png");
+    let run = std::process::Command::new(heif_convert)
+        .arg(input)
+        .arg(&output)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    let undecodable = |reason: String| ChildReport::Rejected {
+        code: "undecodable_image".into(),
+        reason,
+    };
+    let run = match run {
+        Ok(run) => run,
+        // Not installed: our problem, not the file's.
+        Err(e) => {
+            return Err(ChildReport::Failed {
+                reason: format!("cannot run {heif_convert} (HEIC/AVIF decoder): {e}"),
+            });
+        }
+    };
+    // With several top-level images heif-convert numbers its outputs; the first is primary.
+    let png = [output.clone(), out_dir.join("heif-1.png")]
+        .into_iter()
+        .find(|p| p.exists());
+    match (run.status.success(), png) {
+        (true, Some(png)) => {
+            let bytes = std::fs::read(&png).map_err(|e| undecodable(format!("heif: {e}")))?;
+            let _ = std::fs::remove_file(png);
+            Ok(bytes)
+        }
+        _ => {
+            let stderr = String::from_utf8_lossy(&run.stderr);
+            let first = stderr.lines().next().unwrap_or("no image decoded").trim();
+            Err(undecodable(format!(
+                "the HEIF/AVIF image cannot be decoded: {first}"
+            )))
+        }
+    }
 }
 
 fn rejected(error: &ImageError) -> ChildReport {

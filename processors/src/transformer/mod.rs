@@ -170,13 +170,14 @@ impl Transformer {
             memory_bytes: settings.image_memory_limit_bytes,
             timeout: Duration::from_secs(settings.image_timeout_secs.max(1)),
         };
-        let report = render_isolated(&self.exe, &input, &out_dir, &limits)
+        let report = render_isolated(&self.exe, &input, &out_dir, &limits, &settings.heif_convert)
             .await
             .map_err(HandleError::Retry)?;
         Ok(match report {
             ChildReport::Rejected { code, reason } => {
                 Err(Verdict::Rejected(Rejection::new(image_code(&code), reason)))
             }
+            ChildReport::Failed { reason } => Err(Verdict::Failed(reason)),
             ChildReport::Rendered {
                 variants,
                 placeholder,

@@ -66,7 +66,7 @@ impl Handler for Validator {
 /// What the transformer does with a detected type, if anything.
 pub fn media_kind(content_type: &str) -> Option<&'static str> {
     match content_type {
-        "image/jpeg" | "image/png" | "image/gif" | "image/webp" => {
+        "image/jpeg" | "image/png" | "image/gif" | "image/webp" | "image/heic" | "image/avif" => {
             Some(MediaJobRequested::KIND_IMAGE)
         }
         "video/mp4" | "video/quicktime" | "video/webm" | "video/x-matroska"

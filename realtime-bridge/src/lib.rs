@@ -6,7 +6,8 @@
 //! - [`hub`]: per-tenant rings of encoded frames, and the reader's positions.
 //! - [`frame`]: SSE encoding, once per event.
 //! - [`session`]: one connection's stream (catch-up, live, heartbeat, reauth, reset).
-//! - [`routes`], [`auth`], [`error`]: the HTTP surface.
+//! - [`routes`], [`auth`], [`error`]: the HTTP surface; [`h1`]: the lean HTTP/1.1 path of
+//!   the stream routes.
 //! - [`partition`]: which lifecycle partition orders a tenant's events.
 //!
 //! See the crate's README for the scaling model and its limits.
@@ -28,6 +29,7 @@ use tributary_schemas::SchemaCatalog;
 pub mod auth;
 pub mod error;
 pub mod frame;
+pub mod h1;
 pub mod hub;
 pub mod log;
 pub mod partition;
@@ -140,14 +142,21 @@ pub async fn serve(
         metrics: session::Metrics::register(),
         stop: stop.clone(),
     };
-    let router = routes::router(app, &telemetry);
+    let router = routes::router(app.clone(), &telemetry);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "realtime-bridge listening");
     }
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .await
-        .map_err(BridgeError::Http);
+    let served = if app.settings.bridge.lean_http1 {
+        let handoff = h1::split(listener, app, stop.clone()).map_err(BridgeError::Http)?;
+        axum::serve(handoff, router)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .await
+    } else {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .await
+    }
+    .map_err(BridgeError::Http);
     stop.cancel();
     let _ = reader.await;
     served

@@ -26,7 +26,7 @@ const HISTORY_SLACK_MS: i64 = 60_000;
 
 /// Query parameters of the SSE routes (EventSource can set neither headers nor a body).
 #[derive(Debug, Default, Deserialize)]
-struct EventsQuery {
+pub(crate) struct EventsQuery {
     /// The token, when no `Authorization` header can be sent.
     token: Option<String>,
     /// Resume point, when no `Last-Event-ID` header can be sent.
@@ -106,6 +106,32 @@ async fn open(
     query: Result<Query<EventsQuery>, QueryRejection>,
     upload: Option<String>,
 ) -> Result<Response, HttpError> {
+    let session = start(app, headers, query, upload).await?;
+    let mut response = Response::new(Body::from_stream(session.into_stream()));
+    for (name, value) in STREAM_HEADERS {
+        response
+            .headers_mut()
+            .insert(*name, HeaderValue::from_static(value));
+    }
+    Ok(response)
+}
+
+/// Headers of every stream response. `X-Accel-Buffering`: nginx and similar proxies would
+/// otherwise buffer the stream.
+pub(crate) const STREAM_HEADERS: &[(&str, &str)] = &[
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),
+];
+
+/// Checks a stream request (token, ids) and starts its session; shared by the axum routes and
+/// the lean HTTP/1.1 path.
+pub(crate) async fn start(
+    app: AppState,
+    headers: &HeaderMap,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+    upload: Option<String>,
+) -> Result<Session, HttpError> {
     let Query(query) =
         query.map_err(|e| HttpError::bad_request("invalid_query", e.body_text().to_lowercase()))?;
     let now = tributary_schemas::now_micros() / 1_000_000;
@@ -128,7 +154,7 @@ async fn open(
             after = Some(history_start(&app, &claims.tid, &id).await? - 1);
         }
     }
-    let session = Session::new(
+    Ok(Session::new(
         app,
         Start {
             tenant: claims.tid,
@@ -137,17 +163,25 @@ async fn open(
             expires_at: claims.exp,
             now,
         },
-    );
-    let mut response = Response::new(Body::from_stream(session.into_stream()));
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    // nginx and similar proxies would otherwise buffer the stream.
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    ))
+}
+
+/// Which stream a request path names: `Some(None)` for `/v1/events`, `Some(Some(id))` for
+/// `/v1/uploads/{id}/events`, `None` for anything else.
+pub(crate) fn stream_route(path: &str) -> Option<Option<String>> {
+    if path == "/v1/events" {
+        return Some(None);
+    }
+    let id = path.strip_prefix("/v1/uploads/")?.strip_suffix("/events")?;
+    (!id.is_empty() && !id.contains('/')).then(|| Some(id.to_string()))
+}
+
+/// The `Access-Control-Allow-Origin` value for a request from `origin`, if it is allowed.
+pub(crate) fn allowed_origin(origins: &[String], origin: &str) -> Option<String> {
+    if origins.iter().any(|o| o == "*") {
+        return Some("*".to_string());
+    }
+    origins.iter().find(|o| *o == origin).cloned()
 }
 
 /// `Last-Event-ID` (header, as browsers resend it) or `?last_event_id=`: a lifecycle offset.
@@ -211,6 +245,33 @@ async fn history_start(app: &AppState, tenant: &str, id: &uuid::Uuid) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_routes() {
+        assert_eq!(stream_route("/v1/events"), Some(None));
+        assert_eq!(
+            stream_route("/v1/uploads/abc/events"),
+            Some(Some("abc".to_string()))
+        );
+        for other in [
+            "/v1/uploads//events",
+            "/v1/uploads/a/b/events",
+            "/healthz",
+            "/v1/events/",
+        ] {
+            assert_eq!(stream_route(other), None, "{other}");
+        }
+        let origins = vec!["http://a".to_string()];
+        assert_eq!(
+            allowed_origin(&origins, "http://a").as_deref(),
+            Some("http://a")
+        );
+        assert_eq!(allowed_origin(&origins, "http://b"), None);
+        assert_eq!(
+            allowed_origin(&["*".to_string()], "http://b").as_deref(),
+            Some("*")
+        );
+    }
 
     #[test]
     fn last_event_ids_are_offsets() {

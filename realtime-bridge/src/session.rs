@@ -196,13 +196,13 @@ impl Session {
         self,
     ) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
         futures::stream::unfold(self, |mut session| async move {
-            let next = session.next().await?;
+            let next = session.next_frame().await?;
             Some((Ok(next), session))
         })
     }
 
     /// The next block to write; `None` ends the stream.
-    async fn next(&mut self) -> Option<Bytes> {
+    pub async fn next_frame(&mut self) -> Option<Bytes> {
         loop {
             if let Some(bytes) = self.pending.pop_front() {
                 return Some(bytes);

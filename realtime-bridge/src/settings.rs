@@ -42,6 +42,9 @@ pub struct BridgeSettings {
     /// its open-file limit of connections). Off by default: two bridges started on the same
     /// port by mistake would otherwise silently share it.
     pub reuse_port: bool,
+    /// Serve HTTP/1.1 stream requests on the lean path (see [`crate::h1`]) instead of hyper:
+    /// a fraction of the memory per idle connection. Off sends everything through axum.
+    pub lean_http1: bool,
 }
 
 impl Default for BridgeSettings {
@@ -58,6 +61,7 @@ impl Default for BridgeSettings {
             catchup_timeout_secs: 10,
             history_max_age_secs: 7 * 24 * 3600,
             reuse_port: false,
+            lean_http1: true,
         }
     }
 }

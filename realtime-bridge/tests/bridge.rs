@@ -510,3 +510,34 @@ async fn streams_multiplex_over_http2() {
         assert_eq!(event.event.as_deref(), Some("UploadInitiated"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_resumes_exactly_on_another_instance() {
+    // Two instances side by side, as behind a load balancer: ids are log offsets, so a
+    // browser that reconnects to the other instance continues exactly.
+    let first = start_bridge(|_| {}).await;
+    let second = start_bridge(|_| {}).await;
+    let tenant = unique("rb_nodes");
+    let upload = uuid::Uuid::now_v7().to_string();
+    let token = first.token(&tenant, SUBSCRIBE, 600);
+    let mut on_first = first.open("/v1/events", &token, None).await;
+    opened(&mut on_first).await;
+    let publisher = publisher(&first.config);
+    let mut offsets = Vec::new();
+    for n in 0..20 {
+        let event = if n == 0 {
+            initiated(&tenant, &upload)
+        } else {
+            part(&tenant, &upload, n, 8)
+        };
+        offsets.push(publisher.publish(&event).await.expect("published").offset);
+    }
+    let got = lifecycle_ids(&mut on_first, 10, Duration::from_secs(20)).await;
+    assert_eq!(got, offsets[..10]);
+    drop(on_first);
+    let mut on_second = second.open("/v1/events", &token, Some(got[9])).await;
+    opened(&mut on_second).await;
+    let rest = lifecycle_ids(&mut on_second, 10, Duration::from_secs(20)).await;
+    assert_eq!(rest, offsets[10..]);
+    assert_eq!(on_second.next_event(Duration::from_millis(300)).await, None);
+}

@@ -1,7 +1,8 @@
 //! Load generator of the realtime bridge (issue #6): starts a bridge process on a free
-//! loopback port, holds `--connections` idle SSE connections of one tenant to it, reports the
-//! bridge's RSS per connection, then publishes `--events` lifecycle events of that tenant and
-//! reports the end-to-end fan-out latency (publish -> frame read by every subscriber).
+//! loopback port, holds `--connections` idle SSE connections to it (spread over `--tenants`
+//! tenants, default 1), reports the bridge's RSS per connection, then publishes `--events`
+//! lifecycle events of the first tenant and reports the end-to-end fan-out latency (publish ->
+//! frame read by each of that tenant's subscribers).
 //!
 //! Bounded in count (`--connections`, at most what the open-file limit allows) and in time
 //! (`--deadline-secs`); loopback only. Needs Kafka (`./devstack up`).
@@ -31,6 +32,8 @@ struct Args {
     connections: usize,
     /// Events published for the latency run.
     events: usize,
+    /// Tenants the connections are spread over (each has its own rings in the bridge).
+    tenants: usize,
     /// Whole-run bound.
     deadline: Duration,
     /// Source addresses connections are spread over (each gives ~28k ephemeral ports).
@@ -50,6 +53,7 @@ fn args() -> anyhow::Result<Args> {
     let mut args = Args {
         connections: 10_000,
         events: 20,
+        tenants: 1,
         deadline: Duration::from_secs(180),
         sources: vec![Ipv4Addr::LOCALHOST],
         bridge: default_bridge,
@@ -59,6 +63,7 @@ fn args() -> anyhow::Result<Args> {
         match key {
             "--connections" => args.connections = value.parse()?,
             "--events" => args.events = value.parse()?,
+            "--tenants" => args.tenants = value.parse::<usize>()?.max(1),
             "--deadline-secs" => args.deadline = Duration::from_secs(value.parse()?),
             "--sources" => {
                 args.sources = value.split(',').map(str::parse).collect::<Result<_, _>>()?;
@@ -180,22 +185,36 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = rss_kib(pid)?;
 
-    let tenant = format!("load_{}", std::process::id());
+    let tenant_of = |i: usize| format!("load_{}_{}", std::process::id(), i % args.tenants);
+    let tenant = tenant_of(0);
     let now = tributary_schemas::now_micros() / 1_000_000;
-    let token = TokenSigner::new(SECRET.as_bytes()).sign(&Claims {
-        tid: tenant.clone(),
-        cap: vec![Capability::Subscribe],
-        exp: now + 3600,
-        iat: now,
-    });
-    let request = Arc::new(
-        format!("GET /v1/events?token={token} HTTP/1.1\r\nhost: bridge\r\n\r\n").into_bytes(),
-    );
+    let signer = TokenSigner::new(SECRET.as_bytes());
+    let requests: Vec<Arc<Vec<u8>>> = (0..args.tenants)
+        .map(|t| {
+            let token = signer.sign(&Claims {
+                tid: tenant_of(t),
+                cap: vec![Capability::Subscribe],
+                exp: now + 3600,
+                iat: now,
+            });
+            Arc::new(
+                format!("GET /v1/events?token={token} HTTP/1.1\r\nhost: bridge\r\n\r\n")
+                    .into_bytes(),
+            )
+        })
+        .collect();
     let connect_started = Instant::now();
     let sources = args.sources.clone();
+    // `buffered` keeps the order: connection i belongs to tenant i % tenants.
     let streams: Vec<TcpStream> = futures::stream::iter(0..args.connections)
-        .map(|i| connect(addr, sources[i % sources.len()], request.clone()))
-        .buffer_unordered(256)
+        .map(|i| {
+            connect(
+                addr,
+                sources[i % sources.len()],
+                requests[i % args.tenants].clone(),
+            )
+        })
+        .buffered(256)
         .collect::<Vec<_>>()
         .await
         .into_iter()
@@ -205,10 +224,17 @@ async fn main() -> anyhow::Result<()> {
     let rss_idle = rss_kib(pid)?;
     let per_connection = (rss_idle.saturating_sub(rss_before)) * 1024 / args.connections as u64;
 
-    let readers: Vec<_> = streams
-        .into_iter()
-        .map(|s| tokio::spawn(read_ids(s, args.events, until)))
-        .collect();
+    // The first tenant's subscribers measure; the others stay connected, idle.
+    let mut idle = Vec::new();
+    let mut readers = Vec::new();
+    for (i, stream) in streams.into_iter().enumerate() {
+        if i % args.tenants == 0 {
+            readers.push(tokio::spawn(read_ids(stream, args.events, until)));
+        } else {
+            idle.push(stream);
+        }
+    }
+    let subscribers = readers.len();
     let config = tributary_runtime::testing::stack_config();
     let publisher = EventPublisher::new(
         Producer::new(&config.kafka, "bridge-load")?,
@@ -267,17 +293,19 @@ async fn main() -> anyhow::Result<()> {
         .filter(|l| l.starts_with("tributary_bridge_fanout_latency_seconds"))
         .collect();
     latencies.sort_unstable();
-    let expected = args.connections * args.events;
+    let expected = subscribers * args.events;
+    drop(idle);
     println!(
-        "connections: {} (opened in {:.1} s)\nbridge rss: {} KiB before, {} KiB with idle connections -> {} B per idle connection; {} KiB after the fan-out\nfan-out of {} events to {} subscribers: {delivered}/{expected} delivered; latency (publish -> read) p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms\nrun took {:.1} s",
+        "connections: {} over {} tenants (opened in {:.1} s)\nbridge rss: {} KiB before, {} KiB with idle connections -> {} B per idle connection; {} KiB after the fan-out\nfan-out of {} events to {} subscribers: {delivered}/{expected} delivered; latency (publish -> read) p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms\nrun took {:.1} s",
         args.connections,
+        args.tenants,
         connect_time.as_secs_f64(),
         rss_before,
         rss_idle,
         per_connection,
         rss_after,
         args.events,
-        args.connections,
+        subscribers,
         percentile(&latencies, 0.5).as_secs_f64() * 1000.0,
         percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,

@@ -21,7 +21,9 @@ pub struct BridgeSettings {
     /// not bring every browser back in the same millisecond.
     pub retry_jitter_ms: u64,
     /// Lifecycle frames buffered per tenant (shared by its subscribers); a subscriber further
-    /// behind gets `event: reset` and resumes from the log.
+    /// behind gets `event: reset` and resumes from the log. Each slot costs about 33 bytes per
+    /// tenant with subscribers, allocated up front: with one browser per tenant, the rings are
+    /// most of a connection's memory, so they are small; a reset loses nothing.
     pub lifecycle_buffer: usize,
     /// Progress frames buffered per tenant; a subscriber further behind loses the oldest.
     pub progress_buffer: usize,
@@ -54,8 +56,8 @@ impl Default for BridgeSettings {
             reauth_lead_secs: 30,
             retry_base_ms: 2_000,
             retry_jitter_ms: 3_000,
-            lifecycle_buffer: 256,
-            progress_buffer: 64,
+            lifecycle_buffer: 64,
+            progress_buffer: 16,
             max_concurrent_catchups: 16,
             catchup_batch: 256,
             catchup_timeout_secs: 10,
@@ -180,7 +182,7 @@ mod tests {
         let settings = Settings::load(&figment).expect("valid");
         assert_eq!(settings.token_secret, "x".repeat(40));
         assert_eq!(settings.bridge.heartbeat_secs, 5);
-        assert_eq!(settings.bridge.lifecycle_buffer, 256);
+        assert_eq!(settings.bridge.lifecycle_buffer, 64);
     }
 
     #[test]

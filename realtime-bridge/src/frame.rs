@@ -12,6 +12,8 @@ pub struct Frame {
     /// Offset in the tenant's lifecycle partition; `None` for progress frames, which carry
     /// no `id:` so the browser's `Last-Event-ID` keeps naming the last lifecycle event.
     pub offset: Option<i64>,
+    /// Order of a progress frame among its tenant's (assigned by the hub); 0 for lifecycle.
+    pub seq: u64,
     /// When the record was appended to the log (its Kafka timestamp), milliseconds since the
     /// epoch, for the fan-out latency histogram.
     pub appended_ms: Option<i64>,
@@ -29,6 +31,7 @@ impl Frame {
         Ok(Self {
             upload_id: event.meta.upload_id.clone(),
             offset: Some(offset),
+            seq: 0,
             appended_ms,
             bytes: encode(
                 Some(offset),
@@ -43,6 +46,7 @@ impl Frame {
         Ok(Self {
             upload_id: event.meta.upload_id.clone(),
             offset: None,
+            seq: 0,
             appended_ms,
             bytes: encode(None, event.event_type(), &serde_json::to_vec(event)?),
         })

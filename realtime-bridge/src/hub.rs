@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::broadcast;
 
@@ -19,7 +19,32 @@ struct Channels {
     lifecycle: broadcast::Sender<Arc<Frame>>,
     /// Progress frames: a lagging receiver loses the oldest.
     progress: broadcast::Sender<Arc<Frame>>,
+    /// The latest progress frame of each upload in flight: what a lagging receiver gets
+    /// instead of the frames it lost (progress is coalesced per upload, latest wins).
+    latest_progress: Mutex<LatestProgress>,
 }
+
+/// The latest progress of a tenant's uploads, and the last sequence number given out.
+#[derive(Default)]
+struct LatestProgress {
+    /// Sequence number of the tenant's last progress frame.
+    seq: u64,
+    /// Latest frame per upload.
+    frames: HashMap<String, Arc<Frame>>,
+}
+
+/// Each upload's latest progress frame at one moment, and the sequence number of that moment:
+/// ring frames at or below it are older than (or equal to) what the snapshot holds.
+pub struct ProgressSnapshot {
+    /// The frames.
+    pub frames: Vec<Arc<Frame>>,
+    /// Sequence number of the tenant's last progress frame when the snapshot was taken.
+    pub seq: u64,
+}
+
+/// Uploads whose latest progress a tenant's rings remember at most; beyond it (a tenant with
+/// that many uploads in flight at once) new uploads are simply not coalesced.
+const MAX_LATEST_PROGRESS: usize = 1024;
 
 /// Every tenant's rings and the reader's positions.
 pub struct Hub {
@@ -100,6 +125,7 @@ impl Hub {
                     .or_insert_with(|| Channels {
                         lifecycle: broadcast::channel(self.lifecycle_capacity).0,
                         progress: broadcast::channel(self.progress_capacity).0,
+                        latest_progress: Mutex::new(LatestProgress::default()),
                     });
                 (
                     channels.lifecycle.subscribe(),
@@ -148,22 +174,69 @@ impl Hub {
         }
     }
 
-    /// Hands a lifecycle frame to `tenant`'s subscribers.
-    pub fn publish_lifecycle(&self, tenant: &str, frame: Arc<Frame>) {
+    /// Hands a lifecycle frame to `tenant`'s subscribers; `ends_upload` (a final state) also
+    /// forgets the upload's latest progress.
+    pub fn publish_lifecycle(&self, tenant: &str, frame: Arc<Frame>, ends_upload: bool) {
         if let Ok(tenants) = self.tenants.read()
             && let Some(channels) = tenants.get(tenant)
         {
+            if ends_upload
+                && let Some(upload) = &frame.upload_id
+                && let Ok(mut latest) = channels.latest_progress.lock()
+            {
+                latest.frames.remove(upload);
+            }
             // An error only means every receiver left meanwhile.
             let _ = channels.lifecycle.send(frame);
         }
     }
 
-    /// Hands a progress frame to `tenant`'s subscribers.
-    pub fn publish_progress(&self, tenant: &str, frame: Arc<Frame>) {
-        if let Ok(tenants) = self.tenants.read()
-            && let Some(channels) = tenants.get(tenant)
+    /// Numbers a progress frame, remembers it as its upload's latest and hands it to
+    /// `tenant`'s subscribers (under one lock, so ring order and numbers agree).
+    pub fn publish_progress(&self, tenant: &str, mut frame: Frame) {
+        let Ok(tenants) = self.tenants.read() else {
+            return;
+        };
+        let Some(channels) = tenants.get(tenant) else {
+            return;
+        };
+        let mut latest = match channels.latest_progress.lock() {
+            Ok(latest) => latest,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        latest.seq += 1;
+        frame.seq = latest.seq;
+        let frame = Arc::new(frame);
+        if let Some(upload) = &frame.upload_id
+            && (latest.frames.len() < MAX_LATEST_PROGRESS || latest.frames.contains_key(upload))
         {
-            let _ = channels.progress.send(frame);
+            latest.frames.insert(upload.clone(), frame.clone());
+        }
+        let _ = channels.progress.send(frame);
+    }
+
+    /// The latest progress frame of each of `tenant`'s uploads (only `upload`'s if given).
+    pub fn latest_progress(&self, tenant: &str, upload: Option<&str>) -> ProgressSnapshot {
+        let empty = ProgressSnapshot {
+            frames: Vec::new(),
+            seq: 0,
+        };
+        let Ok(tenants) = self.tenants.read() else {
+            return empty;
+        };
+        let Some(latest) = tenants
+            .get(tenant)
+            .and_then(|c| c.latest_progress.lock().ok())
+        else {
+            return empty;
+        };
+        let frames = match upload {
+            Some(upload) => latest.frames.get(upload).cloned().into_iter().collect(),
+            None => latest.frames.values().cloned().collect(),
+        };
+        ProgressSnapshot {
+            frames,
+            seq: latest.seq,
         }
     }
 }
@@ -177,6 +250,7 @@ mod tests {
         Arc::new(Frame {
             upload_id: None,
             offset: Some(offset),
+            seq: 0,
             appended_ms: None,
             bytes: Bytes::new(),
         })
@@ -187,7 +261,7 @@ mod tests {
         let hub = Arc::new(Hub::new(&[0, 0], 4, 4));
         let mut a = hub.subscribe("a");
         let mut b = hub.subscribe("b");
-        hub.publish_lifecycle("a", frame(1));
+        hub.publish_lifecycle("a", frame(1), false);
         assert_eq!(a.lifecycle.recv().await.expect("frame").offset, Some(1));
         assert!(b.lifecycle.try_recv().is_err());
         drop(a);
@@ -204,6 +278,37 @@ mod tests {
         let _second = hub.subscribe("a");
         drop(first);
         assert!(hub.has_subscribers("a"));
+    }
+
+    #[test]
+    fn the_latest_progress_of_each_upload_is_kept_until_it_ends() {
+        let hub = Arc::new(Hub::new(&[0], 4, 4));
+        let _subscriber = hub.subscribe("a");
+        let progress = |upload: &str, n: u8| Frame {
+            upload_id: Some(upload.to_string()),
+            offset: None,
+            seq: 0,
+            appended_ms: None,
+            bytes: Bytes::from(vec![n]),
+        };
+        hub.publish_progress("a", progress("u1", 1));
+        hub.publish_progress("a", progress("u1", 2));
+        hub.publish_progress("a", progress("u2", 3));
+        let latest = hub.latest_progress("a", Some("u1"));
+        assert_eq!(latest.frames.len(), 1);
+        assert_eq!(&latest.frames[0].bytes[..], &[2]);
+        assert_eq!((latest.frames[0].seq, latest.seq), (2, 3));
+        assert_eq!(hub.latest_progress("a", None).frames.len(), 2);
+        let ready = Arc::new(Frame {
+            upload_id: Some("u1".into()),
+            offset: Some(1),
+            seq: 0,
+            appended_ms: None,
+            bytes: Bytes::new(),
+        });
+        hub.publish_lifecycle("a", ready, true);
+        assert!(hub.latest_progress("a", Some("u1")).frames.is_empty());
+        assert!(hub.latest_progress("b", None).frames.is_empty());
     }
 
     #[test]

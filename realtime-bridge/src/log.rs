@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tributary_runtime::config::KafkaConfig;
 use tributary_runtime::kafka::{KafkaError, TENANT_ID_HEADER, base_client_config};
 use tributary_runtime::topics;
-use tributary_schemas::{Event, SchemaCatalog};
+use tributary_schemas::{Event, EventType, SchemaCatalog};
 
 use crate::BridgeError;
 use crate::frame::Frame;
@@ -171,9 +171,20 @@ impl LiveReader {
             } else {
                 Frame::progress(&event, appended_ms)
             };
+            let ends_upload = matches!(
+                event.kind(),
+                EventType::UploadReady
+                    | EventType::UploadRejected
+                    | EventType::ProcessingFailed
+                    | EventType::UploadAborted
+                    | EventType::UploadExpired
+                    | EventType::UploadDeleted
+            );
             match frame {
-                Ok(frame) if lifecycle => hub.publish_lifecycle(tenant, Arc::new(frame)),
-                Ok(frame) => hub.publish_progress(tenant, Arc::new(frame)),
+                Ok(frame) if lifecycle => {
+                    hub.publish_lifecycle(tenant, Arc::new(frame), ends_upload)
+                }
+                Ok(frame) => hub.publish_progress(tenant, frame),
                 Err(error) => tracing::warn!(%error, "event not encodable as json"),
             }
         }

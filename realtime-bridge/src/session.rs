@@ -133,6 +133,8 @@ pub struct Session {
     expires_at: Instant,
     /// Token expiry, seconds since the epoch (for the `reauth` payload).
     expires_at_secs: i64,
+    /// Progress frames numbered at or below it were superseded by a coalesced snapshot.
+    progress_floor: u64,
     /// Whether the stream has ended.
     done: bool,
     /// Keeps the connection gauge right however the session ends.
@@ -185,6 +187,7 @@ impl Session {
             reauth_sent: false,
             expires_at,
             expires_at_secs: start.expires_at,
+            progress_floor: 0,
             done: false,
             _gauge: ConnectionGauge::open(&app.metrics.connections),
             app,
@@ -278,13 +281,22 @@ impl Session {
                 }
             },
             received = self.subscription.progress.recv() => match received {
-                Ok(frame) if frame.is_for(self.upload.as_deref()) => {
+                Ok(frame) if frame.seq > self.progress_floor && frame.is_for(self.upload.as_deref()) => {
                     self.app.metrics.observe_latency(&frame);
                     Some(frame.bytes.clone())
                 }
                 Ok(_) => None,
                 Err(RecvError::Lagged(missed)) => {
+                    // Coalesce: skip what is left of the ring and send each upload's latest
+                    // progress instead (newer frames then follow from the ring's tail).
                     self.app.metrics.progress_dropped.increment(missed);
+                    self.subscription.progress = self.subscription.progress.resubscribe();
+                    let snapshot = self.app.hub.latest_progress(&self.tenant, self.upload.as_deref());
+                    // Frames the fresh receiver holds up to the snapshot are older than it.
+                    self.progress_floor = snapshot.seq;
+                    for frame in snapshot.frames {
+                        self.pending.push_back(frame.bytes.clone());
+                    }
                     None
                 }
                 Err(RecvError::Closed) => {

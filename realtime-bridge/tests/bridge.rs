@@ -541,3 +541,61 @@ async fn a_stream_resumes_exactly_on_another_instance() {
     assert_eq!(rest, offsets[10..]);
     assert_eq!(on_second.next_event(Duration::from_millis(300)).await, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_gets_the_latest_progress_of_each_upload() {
+    let bridge = start_bridge(|s| s.progress_buffer = 4).await;
+    let tenant = unique("rb_progress");
+    let uploads: Vec<String> = (0..3).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    let token = bridge.token(&tenant, SUBSCRIBE, 600);
+    let mut slow = RawSse::open(bridge.addr, &format!("/v1/events?token={token}")).await;
+
+    // 600 progress frames of ~1.6 KB while the reader reads nothing.
+    let publisher = publisher(&bridge.config);
+    let stage = "s".repeat(1500);
+    for step in 0..200 {
+        let sends = uploads.iter().map(|upload| {
+            let mut event = progress(&tenant, upload, f64::from(step) / 2.0);
+            if let tributary_schemas::EventPayload::UploadProgress(p) = &mut event.payload {
+                p.stage = stage.clone();
+            }
+            let publisher = publisher.clone();
+            async move { publisher.publish(&event).await.expect("published") }
+        });
+        futures::future::join_all(sends).await;
+    }
+
+    let last = 199.0 / 2.0;
+    let mut seen: std::collections::HashMap<String, Vec<f64>> = Default::default();
+    let mut frames = 0;
+    while uploads
+        .iter()
+        .any(|u| seen.get(u).and_then(|p| p.last()) != Some(&last))
+    {
+        let block = slow
+            .next_block(Duration::from_secs(30))
+            .await
+            .expect("progress until each upload's latest");
+        if block.event.as_deref() != Some("UploadProgress") {
+            continue;
+        }
+        frames += 1;
+        let data = block.json();
+        let upload = data["meta"]["upload_id"]
+            .as_str()
+            .expect("upload")
+            .to_string();
+        let percent = data["payload"]["percent"].as_f64().expect("percent");
+        seen.entry(upload).or_default().push(percent);
+    }
+    assert!(
+        frames < 600,
+        "the reader was slow enough to lose frames ({frames})"
+    );
+    for (upload, percents) in &seen {
+        assert!(
+            percents.windows(2).all(|w| w[0] <= w[1]),
+            "{upload}: progress never goes back: {percents:?}"
+        );
+    }
+}

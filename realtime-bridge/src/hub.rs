@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::broadcast;
+use tokio::sync::{Semaphore, broadcast};
 
 use crate::frame::Frame;
 
@@ -22,6 +22,9 @@ struct Channels {
     /// The latest progress frame of each upload in flight: what a lagging receiver gets
     /// instead of the frames it lost (progress is coalesced per upload, latest wins).
     latest_progress: Mutex<LatestProgress>,
+    /// Bounds the tenant's concurrent catch-ups, so one tenant cannot hold every permit of
+    /// the process-wide bound.
+    catchups: Arc<Semaphore>,
 }
 
 /// The latest progress of a tenant's uploads, and the last sequence number given out.
@@ -57,6 +60,8 @@ pub struct Hub {
     lifecycle_capacity: usize,
     /// Capacity of a progress ring.
     progress_capacity: usize,
+    /// Concurrent catch-ups per tenant.
+    catchups_per_tenant: usize,
 }
 
 /// A subscriber's receivers; dropping it removes the tenant's rings when it was the last.
@@ -69,6 +74,15 @@ pub struct Subscription {
     hub: Arc<Hub>,
     /// The tenant subscribed to.
     tenant: String,
+    /// The tenant's catch-up bound.
+    catchups: Arc<Semaphore>,
+}
+
+impl Subscription {
+    /// The tenant's catch-up bound.
+    pub fn catchup_permits(&self) -> Arc<Semaphore> {
+        self.catchups.clone()
+    }
 }
 
 impl Drop for Subscription {
@@ -90,12 +104,18 @@ impl Drop for Subscription {
 impl Hub {
     /// A hub for a lifecycle topic of `partitions` partitions whose reader starts at
     /// `starts` (one offset per partition).
-    pub fn new(starts: &[i64], lifecycle_capacity: usize, progress_capacity: usize) -> Self {
+    pub fn new(
+        starts: &[i64],
+        lifecycle_capacity: usize,
+        progress_capacity: usize,
+        catchups_per_tenant: usize,
+    ) -> Self {
         Self {
             tenants: RwLock::new(HashMap::new()),
             positions: starts.iter().map(|&o| AtomicI64::new(o)).collect(),
             lifecycle_capacity,
             progress_capacity,
+            catchups_per_tenant,
         }
     }
 
@@ -109,11 +129,15 @@ impl Hub {
     /// arrives on the receivers.
     pub fn subscribe(self: &Arc<Self>, tenant: &str) -> Subscription {
         let existing = self.tenants.read().ok().and_then(|tenants| {
-            tenants
-                .get(tenant)
-                .map(|c| (c.lifecycle.subscribe(), c.progress.subscribe()))
+            tenants.get(tenant).map(|c| {
+                (
+                    c.lifecycle.subscribe(),
+                    c.progress.subscribe(),
+                    c.catchups.clone(),
+                )
+            })
         });
-        let (lifecycle, progress) = match existing {
+        let (lifecycle, progress, catchups) = match existing {
             Some(receivers) => receivers,
             None => {
                 let mut tenants = match self.tenants.write() {
@@ -126,10 +150,12 @@ impl Hub {
                         lifecycle: broadcast::channel(self.lifecycle_capacity).0,
                         progress: broadcast::channel(self.progress_capacity).0,
                         latest_progress: Mutex::new(LatestProgress::default()),
+                        catchups: Arc::new(Semaphore::new(self.catchups_per_tenant)),
                     });
                 (
                     channels.lifecycle.subscribe(),
                     channels.progress.subscribe(),
+                    channels.catchups.clone(),
                 )
             }
         };
@@ -138,6 +164,7 @@ impl Hub {
             progress,
             hub: self.clone(),
             tenant: tenant.to_string(),
+            catchups,
         }
     }
 
@@ -258,7 +285,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_reach_only_their_tenant_and_rings_go_away() {
-        let hub = Arc::new(Hub::new(&[0, 0], 4, 4));
+        let hub = Arc::new(Hub::new(&[0, 0], 4, 4, 1));
         let mut a = hub.subscribe("a");
         let mut b = hub.subscribe("b");
         hub.publish_lifecycle("a", frame(1), false);
@@ -273,7 +300,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_subscriber_keeps_the_rings() {
-        let hub = Arc::new(Hub::new(&[0], 4, 4));
+        let hub = Arc::new(Hub::new(&[0], 4, 4, 1));
         let first = hub.subscribe("a");
         let _second = hub.subscribe("a");
         drop(first);
@@ -282,7 +309,7 @@ mod tests {
 
     #[test]
     fn the_latest_progress_of_each_upload_is_kept_until_it_ends() {
-        let hub = Arc::new(Hub::new(&[0], 4, 4));
+        let hub = Arc::new(Hub::new(&[0], 4, 4, 1));
         let _subscriber = hub.subscribe("a");
         let progress = |upload: &str, n: u8| Frame {
             upload_id: Some(upload.to_string()),
@@ -313,7 +340,7 @@ mod tests {
 
     #[test]
     fn positions_only_move_forward() {
-        let hub = Hub::new(&[10, 20], 1, 1);
+        let hub = Hub::new(&[10, 20], 1, 1, 1);
         hub.advance(0, 14);
         hub.advance(0, 12);
         assert_eq!(hub.position(0), 15);

@@ -126,6 +126,7 @@ pub async fn serve(
         &config.kafka,
         settings.bridge.lifecycle_buffer,
         settings.bridge.progress_buffer,
+        settings.bridge.max_catchups_per_tenant,
     )
     .await?;
     // The reader is assigned already: streams opened from now on see everything after it.

@@ -77,6 +77,7 @@ impl LiveReader {
         kafka: &KafkaConfig,
         lifecycle_capacity: usize,
         progress_capacity: usize,
+        catchups_per_tenant: usize,
     ) -> Result<(Self, Arc<Hub>), KafkaError> {
         let consumer: StreamConsumer = assigned(kafka, "live")
             .create()
@@ -121,6 +122,7 @@ impl LiveReader {
             &lifecycle_starts,
             lifecycle_capacity,
             progress_capacity,
+            catchups_per_tenant,
         ));
         Ok((Self { consumer }, hub))
     }
@@ -242,8 +244,8 @@ pub struct CatchUp {
     end: i64,
     /// Longest wait for one record.
     timeout: Duration,
-    /// Bounds the catch-ups running at once.
-    _permit: OwnedSemaphorePermit,
+    /// Bounds the catch-ups running at once (the tenant's, the process's).
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
 impl Drop for CatchUp {
@@ -273,9 +275,11 @@ pub struct CatchUpRange {
 }
 
 impl CatchUp {
-    /// Starts reading `range` once a permit is free; `None` when the range is empty.
+    /// Starts reading `range` once a permit of the tenant's bound and then one of the
+    /// process-wide bound are free; `None` when the range is empty.
     pub async fn start(
         kafka: &KafkaConfig,
+        tenant_permits: Arc<Semaphore>,
         permits: Arc<Semaphore>,
         range: CatchUpRange,
         timeout: Duration,
@@ -283,6 +287,11 @@ impl CatchUp {
         if range.from >= range.end {
             return Ok(None);
         }
+        // The tenant's own bound first: a tenant queueing behind itself holds no global permit.
+        let tenant_permit = tenant_permits
+            .acquire_owned()
+            .await
+            .map_err(|_| BridgeError::ShuttingDown)?;
         let permit = permits
             .acquire_owned()
             .await
@@ -307,7 +316,7 @@ impl CatchUp {
             next: range.from,
             end: range.end,
             timeout,
-            _permit: permit,
+            _permits: (tenant_permit, permit),
         }))
     }
 

@@ -222,8 +222,14 @@ impl Session {
                     upload: self.upload.clone(),
                 };
                 let timeout = Duration::from_secs(self.app.settings.bridge.catchup_timeout_secs);
-                match CatchUp::start(&self.app.kafka, self.app.catchups.clone(), range, timeout)
-                    .await
+                match CatchUp::start(
+                    &self.app.kafka,
+                    self.subscription.catchup_permits(),
+                    self.app.catchups.clone(),
+                    range,
+                    timeout,
+                )
+                .await
                 {
                     Ok(catchup) => self.catchup = catchup,
                     Err(error) => return self.fail(&error),

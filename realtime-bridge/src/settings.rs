@@ -30,6 +30,9 @@ pub struct BridgeSettings {
     /// Catch-ups (reads of the log for a resume) running at once; each holds a Kafka
     /// consumer, so a reconnect storm is queued instead of opening thousands of them.
     pub max_concurrent_catchups: usize,
+    /// Catch-ups one tenant may run at once (within `max_concurrent_catchups`): a tenant
+    /// resuming many streams from far back queues behind itself, not in front of others.
+    pub max_catchups_per_tenant: usize,
     /// Frames one catch-up step reads before handing them to the socket.
     pub catchup_batch: usize,
     /// Longest wait for the log during a catch-up, seconds; the stream is closed after it
@@ -59,6 +62,7 @@ impl Default for BridgeSettings {
             lifecycle_buffer: 64,
             progress_buffer: 16,
             max_concurrent_catchups: 16,
+            max_catchups_per_tenant: 4,
             catchup_batch: 256,
             catchup_timeout_secs: 10,
             history_max_age_secs: 7 * 24 * 3600,
@@ -159,7 +163,8 @@ impl Settings {
                 "buffers must hold at least 1 frame",
             );
         }
-        if b.max_concurrent_catchups == 0 || b.catchup_batch == 0 {
+        if b.max_concurrent_catchups == 0 || b.max_catchups_per_tenant == 0 || b.catchup_batch == 0
+        {
             return invalid("bridge.max_concurrent_catchups", "must be at least 1");
         }
         if b.catchup_timeout_secs == 0 {

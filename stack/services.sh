@@ -31,6 +31,31 @@ services_up() {
     done
   done
   services_status
+  demo_tenant
+}
+
+# A tenant to try things with, created once: its key is written to $TRIBUTARY_STATE_DIR/demo.env
+# (TRIBUTARY_API_URL, TRIBUTARY_API_KEY, TRIBUTARY_TENANT_ID), which `./devstack cli` and the
+# web page's instructions use.
+demo_tenant() {
+  local env_file="$TRIBUTARY_STATE_DIR/demo.env" answer
+  if [ -f "$env_file" ]; then
+    # shellcheck disable=SC1090
+    (source "$env_file" && curl -fsS -o /dev/null -H "Authorization: Bearer $TRIBUTARY_API_KEY" \
+      "$TRIBUTARY_API_URL/v1/uploads?limit=1") && { log "demo tenant: $env_file"; return 0; }
+  fi
+  answer=$(curl -fsS -X POST "http://127.0.0.1:8080/v1/admin/tenants" \
+    -H "Authorization: Bearer ${TRIBUTARY_API__ADMIN_TOKEN:-dev-admin-token}" \
+    -H 'Content-Type: application/json' -d '{"name": "demo"}') || die "could not create the demo tenant"
+  python3 - "$answer" > "$env_file" <<'PY' || die "unexpected answer creating the demo tenant: $answer"
+import json, sys
+created = json.loads(sys.argv[1])
+print("TRIBUTARY_API_URL=http://127.0.0.1:8080")
+print("TRIBUTARY_API_KEY=" + created["api_key"])
+print("TRIBUTARY_TENANT_ID=" + created["tenant_id"])
+PY
+  chmod 600 "$env_file"
+  log "demo tenant created: $env_file (try: ./devstack cli upload FILE)"
 }
 
 services_down() {

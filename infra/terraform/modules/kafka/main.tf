@@ -9,11 +9,13 @@ resource "aws_security_group" "brokers" {
   tags        = var.tags
 }
 
+# count, not for_each: the client groups are usually created in the same apply, and for_each
+# keys must be known at plan time.
 resource "aws_vpc_security_group_ingress_rule" "clients" {
-  for_each = toset(var.client_security_group_ids)
+  count = length(var.client_security_group_ids)
 
   security_group_id            = aws_security_group.brokers.id
-  referenced_security_group_id = each.value
+  referenced_security_group_id = var.client_security_group_ids[count.index]
   ip_protocol                  = "tcp"
   from_port                    = 9098
   to_port                      = 9098
@@ -34,9 +36,8 @@ resource "aws_cloudwatch_log_group" "brokers" {
 }
 
 resource "aws_msk_configuration" "this" {
-  name           = "${var.name}-config"
-  kafka_versions = [var.kafka_version]
-  description    = "Tributary broker defaults: no automatic topics, durable writes"
+  name        = "${var.name}-config"
+  description = "Tributary broker defaults: no automatic topics, durable writes"
 
   # Topics exist only as declared (modules/kafka/topics, checked against stack/topics.tsv).
   server_properties = <<-EOT

@@ -28,6 +28,9 @@ data "aws_subnet" "nodes" {
 }
 
 locals {
+  # CQL and ScyllaDB's shard-aware CQL port.
+  cql_ports = [9042, 19042]
+
   ami_id = var.ami_id != null ? var.ami_id : data.aws_ami.scylla[0].id
 
   nodes = [
@@ -48,14 +51,15 @@ resource "aws_security_group" "nodes" {
   tags        = var.tags
 }
 
+# count, not for_each: the client groups are usually created in the same apply.
 resource "aws_vpc_security_group_ingress_rule" "cql" {
-  for_each = { for pair in setproduct(var.client_security_group_ids, [9042, 19042]) : "${pair[0]}-${pair[1]}" => pair }
+  count = length(var.client_security_group_ids) * length(local.cql_ports)
 
   security_group_id            = aws_security_group.nodes.id
-  referenced_security_group_id = each.value[0]
+  referenced_security_group_id = var.client_security_group_ids[floor(count.index / length(local.cql_ports))]
   ip_protocol                  = "tcp"
-  from_port                    = each.value[1]
-  to_port                      = each.value[1]
+  from_port                    = local.cql_ports[count.index % length(local.cql_ports)]
+  to_port                      = local.cql_ports[count.index % length(local.cql_ports)]
   description                  = "CQL from the services"
 }
 

@@ -29,7 +29,7 @@ resource "aws_iam_role_policy_attachment" "execution" {
 }
 
 data "aws_iam_policy_document" "secrets" {
-  count = length(local.secret_arns) > 0 ? 1 : 0
+  count = length(local.secrets) > 0 ? 1 : 0
 
   statement {
     sid       = "ReadOwnSecrets"
@@ -39,7 +39,7 @@ data "aws_iam_policy_document" "secrets" {
 }
 
 resource "aws_iam_role_policy" "secrets" {
-  count = length(local.secret_arns) > 0 ? 1 : 0
+  count = length(local.secrets) > 0 ? 1 : 0
 
   name   = "secrets"
   role   = aws_iam_role.execution.id

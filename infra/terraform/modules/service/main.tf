@@ -6,7 +6,9 @@ data "aws_region" "current" {}
 locals {
   prefix = "${var.cluster_name}-${var.name}"
 
-  has_s3             = var.s3_bucket_arn != null && (length(var.s3_object_grants) > 0 || length(var.s3_bucket_actions) > 0)
+  # Decided from the grant lists only: they are literals, known at plan time (the bucket ARN
+  # is not, on the first apply).
+  has_s3             = length(var.s3_object_grants) > 0 || length(var.s3_bucket_actions) > 0
   static_credentials = local.has_s3 && var.s3_static_credentials
 
   # arn:aws:kafka:<region>:<account>:cluster/<name>/<uuid> -> topic/<name>/<uuid>, group/...

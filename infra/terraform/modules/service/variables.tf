@@ -75,7 +75,7 @@ variable "secrets" {
 }
 
 variable "s3_bucket_arn" {
-  description = "ARN of the upload bucket; null for services without S3 access."
+  description = "ARN of the upload bucket; required when s3_object_grants or s3_bucket_actions is not empty."
   type        = string
   default     = null
 }

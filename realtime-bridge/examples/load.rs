@@ -112,12 +112,13 @@ async fn connect(
     Ok(stream)
 }
 
-/// Reads `id:` lines until `count` were seen or `until`; returns (offset, when read).
+/// Reads `id:` lines until `count` were seen or `until`; returns (offset, when read) and the
+/// stream, so no connection closes while others still measure.
 async fn read_ids(
     mut stream: TcpStream,
     count: usize,
     until: tokio::time::Instant,
-) -> Vec<(i64, Instant)> {
+) -> (Vec<(i64, Instant)>, TcpStream) {
     let mut seen = Vec::with_capacity(count);
     let mut carry = Vec::new();
     let mut buf = vec![0u8; 4096];
@@ -139,7 +140,7 @@ async fn read_ids(
             }
         }
     }
-    seen
+    (seen, stream)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -241,6 +242,18 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(SchemaCatalog::embedded()?),
     );
     let upload = uuid::Uuid::now_v7().to_string();
+    // Warm-up: the producer's first send connects and fetches metadata (hundreds of ms), which
+    // is not fan-out; a tenant without subscribers takes it.
+    publisher
+        .publish(&Event::new(
+            EventMeta::new("load_warmup", Some(upload.clone()), "load", &upload, None),
+            PartConfirmed {
+                part_number: 1,
+                etag: "\"warmup\"".into(),
+                size: 1,
+            },
+        ))
+        .await?;
     let mut sent = std::collections::HashMap::new();
     for n in 0..args.events {
         let event = Event::new(
@@ -260,8 +273,11 @@ async fn main() -> anyhow::Result<()> {
     let mut latencies = Vec::new();
     let mut per_event: std::collections::BTreeMap<i64, Vec<Duration>> = Default::default();
     let mut delivered = 0usize;
+    let mut finished = Vec::new();
     for reader in readers {
-        for (offset, at) in reader.await? {
+        let (seen, stream) = reader.await?;
+        finished.push(stream);
+        for (offset, at) in seen {
             if let Some(sent_at) = sent.get(&offset) {
                 delivered += 1;
                 let latency = at.saturating_duration_since(*sent_at);
@@ -295,6 +311,7 @@ async fn main() -> anyhow::Result<()> {
     latencies.sort_unstable();
     let expected = subscribers * args.events;
     drop(idle);
+    drop(finished);
     println!(
         "connections: {} over {} tenants (opened in {:.1} s)\nbridge rss: {} KiB before, {} KiB with idle connections -> {} B per idle connection; {} KiB after the fan-out\nfan-out of {} events to {} subscribers: {delivered}/{expected} delivered; latency (publish -> read) p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms\nrun took {:.1} s",
         args.connections,

@@ -299,7 +299,11 @@ module "other" {
 
     #[test]
     fn the_real_workspace_has_the_known_binaries() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        // Read at run time: a compile-time path goes stale in a shared target directory.
+        let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        let root = dir.join("../..");
         let names: Vec<String> = workspace_binaries(&root)
             .expect("workspace manifests")
             .into_iter()

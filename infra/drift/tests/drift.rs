@@ -4,7 +4,7 @@
 //! provider and no credentials. When it fails, the message names the topic, binary, service
 //! or action and the file to fix.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use tributary_infra_drift::iam::{self, ObjectGrant, S3Rule};
@@ -132,8 +132,16 @@ const IAM_SCOPES: &[&str] = &["modules/service/", "environments/"];
 // Inputs.
 // ---------------------------------------------------------------------------------------------
 
+/// This crate's directory, read when the test runs (cargo sets it): a path baked in at compile
+/// time would go stale when a shared target directory serves another checkout.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    manifest_dir()
         .join("../..")
         .canonicalize()
         .expect("repository root")
@@ -148,9 +156,7 @@ fn terraform() -> Terraform {
 }
 
 fn fixture(name: &str) -> Terraform {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
+    let path = manifest_dir().join("tests/fixtures").join(name);
     let text = std::fs::read_to_string(&path).expect("fixture");
     Terraform::parse(format!("infra/drift/tests/fixtures/{name}"), &text).expect("fixture parses")
 }

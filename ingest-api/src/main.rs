@@ -25,6 +25,7 @@ mod state;
 mod store;
 mod tenants;
 mod uploads;
+mod web;
 
 /// Where the API listens unless `TRIBUTARY_HTTP__LISTEN` says otherwise.
 const DEFAULT_LISTEN: SocketAddr =

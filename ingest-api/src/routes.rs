@@ -8,7 +8,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{health, registry, session, tenants, uploads};
+use crate::{health, registry, session, tenants, uploads, web};
 
 /// Builds the router of every route the API serves.
 pub fn router(state: AppState) -> Router {
@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
             put(tenants::set_policy),
         )
         .route("/v1/tokens", post(tenants::create_token))
+        .route("/v1/policy", get(tenants::own_policy))
         .route("/v1/session", post(session::create).delete(session::delete))
         .route(
             "/v1/uploads",
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .merge(uploads::uppy::routes())
         .nest("/v1/uppy/{token}", uploads::uppy::routes())
         .merge(registry::router())
+        .merge(web::router())
         .merge(state.telemetry.metrics_router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {

@@ -378,3 +378,21 @@ pub async fn create_token(
         }),
     ))
 }
+
+/// `GET /v1/policy`: the caller's own tenant policy (size limit, allowed types), so a page
+/// can refuse a file before sending any upload request.
+pub async fn own_policy(
+    principal: Principal,
+    State(state): State<AppState>,
+) -> Result<Json<PolicyView>, ApiError> {
+    let policy = state
+        .policies
+        .get_or_load(
+            &principal.tenant_id,
+            state.store.tenant(&principal.tenant_id),
+        )
+        .await
+        .map_err(|e| ApiError::unavailable("cql", e))?
+        .ok_or_else(|| ApiError::unauthorized("unknown tenant"))?;
+    Ok(Json(PolicyView::from(&policy)))
+}

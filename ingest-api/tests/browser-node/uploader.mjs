@@ -1,0 +1,187 @@
+// The web uploader page in headless Chromium (Debian's /usr/bin/chromium, driven by
+// playwright-core), against the stack started by ingest-api/tests/browser.rs:
+//
+// 1. files the tenant's policy refuses (wrong type, too large) get a message and cause no upload
+//    request;
+// 2. a noisy PNG of 3 parts is uploaded 2 parts at a time, with the storage PUTs slowed down;
+//    the page is reloaded once 2 parts are confirmed, the same file is picked again, and the
+//    upload finishes: no part confirmed before the reload is sent to storage again;
+// 3. the page follows the upload on the bridge's SSE stream until UploadReady and shows the
+//    thumbnail variant (loaded from storage).
+//
+// Environment: BASE (page origin), TOKEN (browser token), WORK (scratch directory),
+// SCREENSHOT (where to save the finished page), CHROMIUM (default /usr/bin/chromium).
+// Prints one JSON line of results; exits non-zero with a message on any failed check.
+
+import { chromium } from 'playwright-core';
+import { writeFileSync, truncateSync, statSync } from 'node:fs';
+import { deflateSync } from 'node:zlib';
+import { join } from 'node:path';
+
+const { BASE, TOKEN, WORK, SCREENSHOT } = process.env;
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const MiB = 1024 * 1024;
+
+function check(condition, message) {
+  if (!condition) throw new Error(`check failed: ${message}`);
+}
+
+// ---------- a noisy PNG (incompressible, so the file is as large as its pixels) ----------
+
+const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k += 1) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+function crc32(buffer) {
+  let c = 0xffffffff;
+  for (const byte of buffer) c = CRC_TABLE[(c ^ byte) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+function chunk(type, data) {
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(data.length);
+  const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+  const crc = Buffer.alloc(4);
+  crc.writeUInt32BE(crc32(body));
+  return Buffer.concat([length, body, crc]);
+}
+function noisyPng(width, height) {
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header.set([8, 2, 0, 0, 0], 8); // 8-bit RGB
+  const raw = Buffer.alloc((width * 3 + 1) * height);
+  let x = 0x9e3779b9;
+  for (let row = 0; row < height; row += 1) {
+    const start = row * (width * 3 + 1);
+    raw[start] = 0; // filter: none
+    for (let i = 1; i <= width * 3; i += 1) {
+      x ^= x << 13; x ^= x >>> 17; x ^= x << 5; // xorshift32
+      // Noise over a gradient, so the thumbnail shows something.
+      raw[start + i] = ((x & 0x3f) + ((i % 3 === 0 ? row : i / 3) * 190) / Math.max(width, height)) & 0xff;
+    }
+  }
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', header),
+    chunk('IDAT', deflateSync(raw, { level: 1 })),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
+const photo = join(WORK, 'noisy-photo.png');
+writeFileSync(photo, noisyPng(3000, 2600));
+const photoSize = statSync(photo).size;
+const partCount = Math.ceil(photoSize / (8 * MiB));
+check(partCount === 3, `the test image has 3 parts of 8 MiB (size ${photoSize})`);
+const text = join(WORK, 'notes.txt');
+writeFileSync(text, 'not an image\n');
+const huge = join(WORK, 'huge.png');
+writeFileSync(huge, '');
+truncateSync(huge, 41 * MiB); // sparse; over the tenant's 40 MiB limit
+
+// ---------- the browser ----------
+
+const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+const results = {};
+try {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 900 }, bypassCSP: true });
+  const page = await context.newPage();
+  page.on('console', (m) => { if (m.type() === 'error') console.error(`[page] ${m.text()}`); });
+  page.on('pageerror', (e) => console.error(`[page error] ${e.message}`));
+
+  const apiRequests = [];
+  page.on('request', (r) => { if (r.url().startsWith(BASE)) apiRequests.push(`${r.method()} ${new URL(r.url()).pathname}`); });
+  // Part numbers confirmed by the API (200 answers), and storage PUTs per phase.
+  const confirmed = new Set();
+  page.on('response', (r) => {
+    const m = new URL(r.url()).pathname.match(/^\/v1\/uploads\/[^/]+\/parts\/(\d+)$/);
+    if (m && r.request().method() === 'PUT' && r.status() === 200) confirmed.add(Number(m[1]));
+  });
+  let phase = 'before';
+  let slow = true;
+  const storagePuts = { before: [], after: [] };
+  let inFlight = 0;
+  let maxInFlight = 0;
+  await page.route((url) => url.searchParams.has('partNumber') && url.searchParams.has('uploadId'), async (route) => {
+    const request = route.request();
+    if (request.method() !== 'PUT') return route.continue();
+    const n = Number(new URL(request.url()).searchParams.get('partNumber'));
+    storagePuts[phase].push(n);
+    inFlight += 1;
+    maxInFlight = Math.max(maxInFlight, inFlight);
+    if (slow) await new Promise((resolve) => setTimeout(resolve, 1500));
+    inFlight -= 1;
+    // The reload cancels requests still held here.
+    await route.continue().catch(() => {});
+  });
+
+  await page.goto(`${BASE}/#token=${TOKEN}`);
+  await page.waitForSelector('body[data-ready="true"]');
+  const policyText = await page.textContent('#policy');
+  check(policyText.includes('image/*'), `policy shown (${policyText})`);
+
+  // 1. Refused before any upload request.
+  await page.setInputFiles('#file-input', [text, huge]);
+  const message = await page.textContent('#message');
+  check(/notes\.txt has a type that is not accepted/.test(message), `wrong type explained: ${message}`);
+  check(/huge\.png is too large/.test(message), `too large explained: ${message}`);
+  check(!apiRequests.some((r) => r === 'POST /v1/uploads'), 'no upload request for refused files');
+  results.refusal = message;
+
+  // 2. Upload 2 parts at a time; reload once 2 parts are confirmed.
+  await page.fill('#parallel', '2');
+  await page.dispatchEvent('#parallel', 'change');
+  await page.setInputFiles('#file-input', photo);
+  const item = page.locator('li.file', { hasText: 'noisy-photo.png' });
+  check(await item.locator('img.preview').evaluate((img) => img.src.startsWith('blob:')), 'instant local preview');
+  await page.waitForFunction(() => Number(document.querySelector('li.file')?.dataset.confirmed || 0) >= 2, null, { timeout: 60_000 });
+  const uploadId = await item.getAttribute('data-upload-id');
+  for (let i = 0; i < 40 && confirmed.size < 2; i += 1) await page.waitForTimeout(50);
+  const confirmedBefore = [...confirmed].sort((a, b) => a - b);
+  results.confirmed_before_reload = confirmedBefore;
+  results.storage_puts_before_reload = [...storagePuts.before];
+  check(confirmedBefore.length >= 2 && confirmedBefore.length < partCount, `reloaded mid-upload (${confirmedBefore})`);
+  check(maxInFlight >= 2, `parts sent in parallel (at most ${maxInFlight} at once)`);
+
+  phase = 'after';
+  slow = false;
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]');
+  await page.waitForSelector('#resumable:not([hidden])');
+  const resumable = await page.textContent('#resumable-list');
+  check(resumable.includes('noisy-photo.png') && resumable.includes(`${confirmedBefore.length} of ${partCount} parts`), `unfinished upload listed: ${resumable}`);
+  await page.setInputFiles('#file-input', photo);
+  const resumed = page.locator('li.file', { hasText: 'noisy-photo.png' });
+  await page.waitForFunction(() => { const li = document.querySelector('li.file'); return li?.dataset.resumed === 'true' && li.dataset.uploadId; });
+  check((await resumed.getAttribute('data-upload-id')) === uploadId, 'the same upload continued');
+
+  // 3. Live state until ready, then the thumbnail from storage.
+  const thumb = resumed.locator('img.variant-thumb');
+  await thumb.waitFor({ timeout: 120_000 });
+  await page.waitForFunction(() => {
+    const img = document.querySelector('li.file img.variant-thumb');
+    return img && img.complete && img.naturalWidth > 0;
+  }, null, { timeout: 30_000 });
+  const sse = (await resumed.getAttribute('data-sse')) || '';
+  check(sse.includes('UploadReady'), `UploadReady came over SSE (${sse})`);
+  const state = await resumed.getAttribute('data-state');
+  check(state === 'ready', `page shows ready (${state})`);
+
+  results.storage_puts_after_reload = [...storagePuts.after];
+  const resent = storagePuts.after.filter((n) => confirmedBefore.includes(n));
+  check(resent.length === 0, `no confirmed part re-sent (after reload: ${storagePuts.after}, confirmed before: ${confirmedBefore})`);
+  const sent = new Set([...storagePuts.after, ...confirmedBefore]);
+  check(sent.size === partCount, `every part sent (${[...sent]})`);
+  check(apiRequests.some((r) => r.startsWith(`GET /v1/uploads/${uploadId}/parts`)), 'part URLs re-signed after the reload');
+
+  results.upload_id = uploadId;
+  results.sse = sse.split(' ');
+  results.thumb_width = await thumb.evaluate((img) => img.naturalWidth);
+  results.parts = partCount;
+  if (SCREENSHOT) await page.screenshot({ path: SCREENSHOT, fullPage: true });
+  console.log(JSON.stringify(results));
+} finally {
+  await browser.close();
+}

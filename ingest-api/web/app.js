@@ -54,7 +54,9 @@ async function apiError(response, what) {
     401: 'The browser token is missing, invalid or expired. Paste a fresh token.',
     403: `This token may not do that (${detail || 'forbidden'}).`,
     404: `${what} was not found (it may have expired).`,
-    409: `${what} is no longer possible: ${detail || 'conflict'}.`,
+    409: ['quota_exceeded', 'too_many_uploads'].includes(code)
+      ? `Quota reached: ${detail}. Finish or delete other uploads first.`
+      : `${what} is no longer possible: ${detail || 'conflict'}.`,
     413: `Too large: ${detail || 'the file exceeds the allowed size'}.`,
     415: `File type not allowed: ${detail || 'this tenant does not accept it'}.`,
     429: `Too many requests${code === 'quota_exceeded' ? ' or quota exceeded' : ''}: ${detail || 'slow down'}${retryAfter ? ` (retry in ${retryAfter} s)` : ''}.`,
@@ -320,7 +322,8 @@ class Upload {
 
   resume() {
     this.paused = false;
-    this.run();
+    if (this.running) this.rerun = true; // the paused run is still winding down
+    else this.run();
   }
 
   async cancel() {
@@ -368,6 +371,10 @@ class Upload {
       if (error.name !== 'AbortError' && !this.paused) this.fail(error.message);
     } finally {
       this.running = false;
+      if (this.rerun) {
+        this.rerun = false;
+        this.run();
+      }
     }
   }
 

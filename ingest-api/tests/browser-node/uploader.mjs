@@ -88,7 +88,7 @@ const results = {};
 try {
   const context = await browser.newContext({ viewport: { width: 1100, height: 900 }, bypassCSP: true });
   const page = await context.newPage();
-  page.on('console', (m) => { if (m.type() === 'error') console.error(`[page] ${m.text()}`); });
+  page.on('console', (m) => { if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) console.error(`[page] ${m.text()}`); });
   page.on('pageerror', (e) => console.error(`[page error] ${e.message}`));
 
   const apiRequests = [];
@@ -130,13 +130,36 @@ try {
   check(!apiRequests.some((r) => r === 'POST /v1/uploads'), 'no upload request for refused files');
   results.refusal = message;
 
+  // Server errors are shown, not swallowed: a 429 is retried after its Retry-After, then a 413
+  // (as if the policy changed since the page loaded it) ends the file with the reason.
+  const small = join(WORK, 'small.png');
+  writeFileSync(small, noisyPng(8, 8));
+  const answers = [
+    { status: 429, headers: { 'retry-after': '1' }, error: { code: 'rate_limited', message: 'slow down' } },
+    { status: 413, headers: {}, error: { code: 'file_too_large', message: 'size 400 exceeds this tenant\'s limit of 100 bytes' } },
+  ];
+  let initiations = 0;
+  await page.route(`${BASE}/v1/uploads`, async (route) => {
+    if (route.request().method() !== 'POST') return route.continue();
+    const answer = answers[Math.min(initiations, answers.length - 1)];
+    initiations += 1;
+    await route.fulfill({ status: answer.status, headers: answer.headers, contentType: 'application/json', body: JSON.stringify({ error: answer.error }) });
+  });
+  await page.setInputFiles('#file-input', small);
+  const refused = page.locator('li.file', { hasText: 'small.png' });
+  await refused.locator('.state', { hasText: 'Retrying in 1 s' }).waitFor({ timeout: 5_000 });
+  await refused.locator('.error', { hasText: 'Too large: size 400 exceeds' }).waitFor({ timeout: 10_000 });
+  check(initiations === 2, `the 429 was retried once (${initiations} initiations)`);
+  results.server_error = await refused.locator('.error').textContent();
+  await page.unroute(`${BASE}/v1/uploads`);
+
   // 2. Upload 2 parts at a time; reload once 2 parts are confirmed.
   await page.fill('#parallel', '2');
   await page.dispatchEvent('#parallel', 'change');
   await page.setInputFiles('#file-input', photo);
   const item = page.locator('li.file', { hasText: 'noisy-photo.png' });
   check(await item.locator('img.preview').evaluate((img) => img.src.startsWith('blob:')), 'instant local preview');
-  await page.waitForFunction(() => Number(document.querySelector('li.file')?.dataset.confirmed || 0) >= 2, null, { timeout: 60_000 });
+  await page.waitForFunction(() => Number(document.querySelector('li.file[data-key^="noisy-photo.png|"]')?.dataset.confirmed || 0) >= 2, null, { timeout: 60_000 });
   const uploadId = await item.getAttribute('data-upload-id');
   for (let i = 0; i < 40 && confirmed.size < 2; i += 1) await page.waitForTimeout(50);
   const confirmedBefore = [...confirmed].sort((a, b) => a - b);

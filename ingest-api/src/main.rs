@@ -24,6 +24,7 @@ mod settings;
 mod state;
 mod store;
 mod tenants;
+mod trace;
 mod uploads;
 mod web;
 
@@ -39,7 +40,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run()) {
+    let outcome = runtime.block_on(run());
+    // Spans still buffered go to the collector before the process ends.
+    telemetry::shutdown();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // One line, with the whole cause chain: what an operator needs to fix it.

@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(crate::trace::request_span))
         .layer(cors(&state.settings.cors_origins))
         .with_state(state)
 }

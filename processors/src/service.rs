@@ -140,7 +140,10 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(start(service, port, run)) {
+    let outcome = runtime.block_on(start(service, port, run));
+    // Spans still buffered go to the collector before the process ends.
+    telemetry::shutdown();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("{service}: error: {error:#}");

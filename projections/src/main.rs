@@ -2,7 +2,7 @@
 //!
 //! - `projector`: the live projector. Start-up: configuration, telemetry, CQL (migrations),
 //!   Kafka; then the at-least-once consumer loop until SIGTERM, with `/healthz` and
-//!   `/metrics` on its own port.
+//!   `/metrics` on its own port. `TRIBUTARY_PROJECTOR__GROUP` overrides its consumer group.
 //! - `projector rebuild [--no-switch]`: replays the log from offset 0 into a new read-model
 //!   version, printing progress, and switches readers to it once caught up.
 //! - `projector versions`, `projector activate N`, `projector drop-version N`.
@@ -26,7 +26,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run()) {
+    let outcome = runtime.block_on(run());
+    // Spans still buffered go to the collector before the process ends.
+    telemetry::shutdown();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("projector: error: {error:#}");
@@ -59,7 +62,10 @@ async fn run() -> anyhow::Result<()> {
             tracing::error!(%error, "projector http server failed");
         }
     });
-    projector::run(&config, projector::GROUP, stop).await?;
+    // A separate deployment (or a test) projects as its own group.
+    let group = std::env::var("TRIBUTARY_PROJECTOR__GROUP")
+        .unwrap_or_else(|_| projector::GROUP.to_string());
+    projector::run(&config, &group, stop).await?;
     Ok(())
 }
 

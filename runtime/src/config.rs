@@ -112,6 +112,11 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// `tracing` filter directive used when `RUST_LOG` is unset.
     pub log_filter: String,
+    /// OTLP/HTTP collector to export traces to, e.g. `http://127.0.0.1:4318` (spans are
+    /// posted to `<endpoint>/v1/traces`, JSON-encoded); `None` exports nothing, and trace
+    /// context still flows through Kafka headers.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Config {
@@ -144,6 +149,7 @@ impl Config {
             telemetry: TelemetryConfig {
                 log_format: LogFormat::Pretty,
                 log_filter: "info".into(),
+                otlp_endpoint: None,
             },
         }
     }
@@ -227,6 +233,11 @@ impl Config {
             }
             _ => {}
         }
+        if let Some(url) = &self.telemetry.otlp_endpoint
+            && !is_http_url(url)
+        {
+            return Err(invalid("telemetry.otlp_endpoint", "must be an http(s) URL"));
+        }
         if self.s3.bucket.is_empty() {
             return Err(invalid("s3.bucket", "must not be empty"));
         }
@@ -305,6 +316,11 @@ mod tests {
                 "kafka.schema_registry_url",
                 "registry",
                 "kafka.schema_registry_url",
+            ),
+            (
+                "telemetry.otlp_endpoint",
+                "collector:4318",
+                "telemetry.otlp_endpoint",
             ),
         ] {
             let err = with(key, value).expect_err(value);

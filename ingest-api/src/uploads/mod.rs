@@ -17,6 +17,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tracing::Instrument as _;
 use tributary_schemas::{
     Event, EventMeta, PartConfirmed, UploadAborted, UploadCompletionRequested, UploadDeleted,
     UploadInitiated, now_micros,
@@ -376,7 +377,11 @@ pub async fn initiate(
         }
     }
 
-    let outcome = create_session(&state, &principal, &policy, checked, &request, &upload_id).await;
+    // The upload's trace starts here (its id is the upload id): every later request and
+    // every processor's work on the upload joins it.
+    let outcome = create_session(&state, &principal, &policy, checked, &request, &upload_id)
+        .instrument(crate::trace::upload_span("/v1/uploads", &upload_id))
+        .await;
     if outcome.is_err()
         && let Some(key) = &idempotency
         && let Err(error) = state

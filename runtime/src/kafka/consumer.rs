@@ -116,6 +116,12 @@ pub async fn run_consumer<H: Handler>(
     tracing::info!(group = %settings.group_id, topics = ?settings.topics, "consumer started");
 
     let group = settings.group_id.clone();
+    let consumer = std::sync::Arc::new(consumer);
+    tokio::spawn(report_lag(
+        consumer.clone(),
+        group.clone(),
+        shutdown.clone(),
+    ));
     loop {
         let borrowed = tokio::select! {
             biased;
@@ -366,6 +372,27 @@ pub async fn run_batch_consumer<H: BatchHandler>(
                 _ => break,
             }
         }
+        // One span per traced record, continuing the producer's trace, open while its batch
+        // is handled: a batch spans many traces, so no single span could carry them all.
+        let _record_spans: Vec<tracing::Span> = if crate::telemetry::exporting() {
+            batch
+                .iter()
+                .filter(|m| m.header(headers::TRACEPARENT_HEADER).is_some())
+                .map(|message| {
+                    let span = tracing::info_span!(
+                        "kafka.consume",
+                        group = %group,
+                        topic = %message.topic,
+                        partition = message.partition,
+                        offset = message.offset,
+                    );
+                    headers::adopt_parent(&span, &message.headers);
+                    span
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut backoff = settings.retry_backoff;
         loop {
             let started = Instant::now();
@@ -445,8 +472,9 @@ fn owned(borrowed: &rdkafka::message::BorrowedMessage<'_>) -> Message {
     }
 }
 
-/// Every few seconds: end of each assigned partition minus the consumer's position, as the
-/// gauge `tributary_consumer_lag{group, topic, partition}`.
+/// Every few seconds (for every consumer, single-record and batch): end of each assigned
+/// partition minus the consumer's position, as the gauge
+/// `tributary_consumer_lag{group, topic, partition}`.
 async fn report_lag(
     consumer: std::sync::Arc<StreamConsumer>,
     group: String,

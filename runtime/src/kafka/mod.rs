@@ -3,6 +3,7 @@
 
 mod consumer;
 mod headers;
+mod partitioner;
 mod producer;
 
 use rdkafka::ClientConfig;
@@ -13,7 +14,9 @@ pub use consumer::{
     BatchHandler, BatchSettings, ConsumerSettings, HandleError, Handler, Message,
     run_batch_consumer, run_consumer,
 };
+pub(crate) use headers::adopt_parent;
 pub use headers::{EVENT_TYPE_HEADER, TENANT_ID_HEADER, TRACEPARENT_HEADER};
+pub use partitioner::{murmur2, partition_for};
 pub use producer::{Delivery, Producer};
 
 /// Why a Kafka operation failed.

@@ -202,9 +202,9 @@ mod tests {
             "GROUP  TOPIC    PARTITION  COMMITTED  END  LAG\n\
              a      t                0          5    8    3\n\
              a      t                1          2    2    0\n\
-             a      (total)                                3\n\
+             a      (total)                               3\n\
              bb     t                0          0   10   10\n\
-             bb     (total)                               10\n"
+             bb     (total)                              10\n"
         );
     }
 }

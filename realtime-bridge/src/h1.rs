@@ -9,6 +9,7 @@
 //! is handed, unread, to axum through [`HandOff`], which serves it as usual.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Query;
@@ -20,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
 use crate::error::HttpError;
+use crate::fanout::{self, Slot};
 use crate::routes;
+use crate::session::Step;
 
 /// Largest request head the lean path reads; bigger ones go to axum (which answers 431).
 const MAX_HEAD: usize = 8 * 1024;
@@ -182,7 +185,7 @@ async fn serve_stream(mut stream: TcpStream, head: Head, app: AppState) {
         .unwrap_or_default();
     let started = routes::start(app, &headers, Query::try_from_uri(&uri), upload).await;
     drop(headers);
-    let mut session = match started {
+    let session = match started {
         Ok(session) => session,
         Err(error) => {
             let _ = write_error(&mut stream, &error, &cors).await;
@@ -199,18 +202,82 @@ async fn serve_stream(mut stream: TcpStream, head: Head, app: AppState) {
         return;
     }
     drop(response);
-    while let Some(frame) = session.next_frame().await {
-        let size = format!("{:x}\r\n", frame.len());
-        let mut chunk =
-            bytes::Buf::chain(bytes::Buf::chain(size.as_bytes(), &frame[..]), &b"\r\n"[..]);
-        // A failed write is a gone client; the session's drop cleans up.
-        if stream.write_all_buf(&mut chunk).await.is_err() {
-            return;
+    // From here the socket is shared with the fan-out writers (see `crate::fanout`).
+    let slot = Arc::new(Slot::new(stream));
+    let attachment = fanout::attach(&session.fanout(), &slot);
+    let mut session = Box::new(session);
+    let ended = loop {
+        match session.advance(false).await {
+            Step::Block(block) => {
+                // A failed write is a gone client; the session's drop cleans up.
+                if write_chunk(&slot.socket, &block).await.is_err() {
+                    break false;
+                }
+            }
+            Step::End => break true,
+            Step::Idle => {
+                // Only live frames can come next: park the session, so the fan-out writers
+                // deliver them, and wait for the timer, a hand-back or shutdown.
+                let wakeup = session.next_wakeup();
+                if let Err(back) = slot.park(session) {
+                    session = back;
+                    continue;
+                }
+                // Shutdown kicks every parked stream (`Hub::kick_all`).
+                tokio::select! {
+                    () = slot.kicked() => {}
+                    () = tokio::time::sleep_until(wakeup) => {}
+                }
+                let Some(back) = slot.unpark() else {
+                    break false;
+                };
+                session = back.session;
+                if back.dead {
+                    break false;
+                }
+                if let Some(rest) = back.remainder
+                    && write_all(&slot.socket, &rest).await.is_err()
+                {
+                    break false;
+                }
+            }
+        }
+    };
+    drop(attachment);
+    let Ok(slot) = Arc::try_unwrap(slot) else {
+        return;
+    };
+    let mut stream = slot.socket;
+    if ended {
+        // The stream ended (expiry, shutdown): finish the body so the client sees a clean end.
+        let _ = stream.write_all(b"0\r\n\r\n").await;
+        let _ = stream.shutdown().await;
+    }
+}
+
+/// Writes `block` as one HTTP chunk.
+async fn write_chunk(socket: &TcpStream, block: &[u8]) -> std::io::Result<()> {
+    let mut size = [0u8; 18];
+    let head = fanout::chunk_head(block.len(), &mut size);
+    let mut chunk = Vec::with_capacity(head.len() + block.len() + 2);
+    chunk.extend_from_slice(head);
+    chunk.extend_from_slice(block);
+    chunk.extend_from_slice(b"\r\n");
+    write_all(socket, &chunk).await
+}
+
+/// Writes all of `bytes` to a socket shared by reference.
+async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        socket.writable().await?;
+        match socket.try_write(bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error),
         }
     }
-    // The stream ended (expiry, shutdown): finish the body so the client sees a clean end.
-    let _ = stream.write_all(b"0\r\n\r\n").await;
-    let _ = stream.shutdown().await;
+    Ok(())
 }
 
 /// Writes an error response (`{"error": {"code", "message"}}`) and ends the connection.

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{Semaphore, broadcast};
 
+use crate::fanout::{TenantFanout, Writers};
 use crate::frame::Frame;
 
 /// A tenant's rings.
@@ -25,6 +26,8 @@ struct Channels {
     /// Bounds the tenant's concurrent catch-ups, so one tenant cannot hold every permit of
     /// the process-wide bound.
     catchups: Arc<Semaphore>,
+    /// Parked lean HTTP/1.1 streams the writer threads deliver to directly.
+    fanout: Arc<TenantFanout>,
 }
 
 /// The latest progress of a tenant's uploads, and the last sequence number given out.
@@ -62,6 +65,8 @@ pub struct Hub {
     progress_capacity: usize,
     /// Concurrent catch-ups per tenant.
     catchups_per_tenant: usize,
+    /// The direct fan-out's writer threads.
+    writers: Writers,
 }
 
 /// A subscriber's receivers; dropping it removes the tenant's rings when it was the last.
@@ -76,12 +81,19 @@ pub struct Subscription {
     tenant: String,
     /// The tenant's catch-up bound.
     catchups: Arc<Semaphore>,
+    /// The tenant's direct fan-out.
+    fanout: Arc<TenantFanout>,
 }
 
 impl Subscription {
     /// The tenant's catch-up bound.
     pub fn catchup_permits(&self) -> Arc<Semaphore> {
         self.catchups.clone()
+    }
+
+    /// The tenant's direct fan-out.
+    pub fn fanout(&self) -> Arc<TenantFanout> {
+        self.fanout.clone()
     }
 }
 
@@ -103,12 +115,13 @@ impl Drop for Subscription {
 
 impl Hub {
     /// A hub for a lifecycle topic of `partitions` partitions whose reader starts at
-    /// `starts` (one offset per partition).
+    /// `starts` (one offset per partition), with `fanout_writers` writer threads.
     pub fn new(
         starts: &[i64],
         lifecycle_capacity: usize,
         progress_capacity: usize,
         catchups_per_tenant: usize,
+        fanout_writers: usize,
     ) -> Self {
         Self {
             tenants: RwLock::new(HashMap::new()),
@@ -116,6 +129,7 @@ impl Hub {
             lifecycle_capacity,
             progress_capacity,
             catchups_per_tenant,
+            writers: Writers::start(fanout_writers),
         }
     }
 
@@ -134,10 +148,11 @@ impl Hub {
                     c.lifecycle.subscribe(),
                     c.progress.subscribe(),
                     c.catchups.clone(),
+                    c.fanout.clone(),
                 )
             })
         });
-        let (lifecycle, progress, catchups) = match existing {
+        let (lifecycle, progress, catchups, fanout) = match existing {
             Some(receivers) => receivers,
             None => {
                 let mut tenants = match self.tenants.write() {
@@ -151,11 +166,13 @@ impl Hub {
                         progress: broadcast::channel(self.progress_capacity).0,
                         latest_progress: Mutex::new(LatestProgress::default()),
                         catchups: Arc::new(Semaphore::new(self.catchups_per_tenant)),
+                        fanout: Arc::new(TenantFanout::new(self.writers.count())),
                     });
                 (
                     channels.lifecycle.subscribe(),
                     channels.progress.subscribe(),
                     channels.catchups.clone(),
+                    channels.fanout.clone(),
                 )
             }
         };
@@ -165,6 +182,19 @@ impl Hub {
             hub: self.clone(),
             tenant: tenant.to_string(),
             catchups,
+            fanout,
+        }
+    }
+
+    /// Hands every parked stream back to its task (on shutdown, so each sees the stop).
+    pub fn kick_all(&self) {
+        let fanouts: Vec<Arc<TenantFanout>> = self
+            .tenants
+            .read()
+            .map(|t| t.values().map(|c| c.fanout.clone()).collect())
+            .unwrap_or_default();
+        for fanout in fanouts {
+            fanout.kick_all();
         }
     }
 
@@ -213,8 +243,13 @@ impl Hub {
             {
                 latest.frames.remove(upload);
             }
+            let offset = frame.offset;
             // An error only means every receiver left meanwhile.
             let _ = channels.lifecycle.send(frame);
+            if let Some(offset) = offset {
+                channels.fanout.published_lifecycle(offset);
+            }
+            self.writers.signal(&channels.fanout);
         }
     }
 
@@ -239,7 +274,11 @@ impl Hub {
         {
             latest.frames.insert(upload.clone(), frame.clone());
         }
+        let seq = frame.seq;
         let _ = channels.progress.send(frame);
+        drop(latest);
+        channels.fanout.published_progress(seq);
+        self.writers.signal(&channels.fanout);
     }
 
     /// The latest progress frame of each of `tenant`'s uploads (only `upload`'s if given).
@@ -285,7 +324,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_reach_only_their_tenant_and_rings_go_away() {
-        let hub = Arc::new(Hub::new(&[0, 0], 4, 4, 1));
+        let hub = Arc::new(Hub::new(&[0, 0], 4, 4, 1, 1));
         let mut a = hub.subscribe("a");
         let mut b = hub.subscribe("b");
         hub.publish_lifecycle("a", frame(1), false);
@@ -300,7 +339,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_subscriber_keeps_the_rings() {
-        let hub = Arc::new(Hub::new(&[0], 4, 4, 1));
+        let hub = Arc::new(Hub::new(&[0], 4, 4, 1, 1));
         let first = hub.subscribe("a");
         let _second = hub.subscribe("a");
         drop(first);
@@ -309,7 +348,7 @@ mod tests {
 
     #[test]
     fn the_latest_progress_of_each_upload_is_kept_until_it_ends() {
-        let hub = Arc::new(Hub::new(&[0], 4, 4, 1));
+        let hub = Arc::new(Hub::new(&[0], 4, 4, 1, 1));
         let _subscriber = hub.subscribe("a");
         let progress = |upload: &str, n: u8| Frame {
             upload_id: Some(upload.to_string()),
@@ -340,7 +379,7 @@ mod tests {
 
     #[test]
     fn positions_only_move_forward() {
-        let hub = Hub::new(&[10, 20], 1, 1, 1);
+        let hub = Hub::new(&[10, 20], 1, 1, 1, 1);
         hub.advance(0, 14);
         hub.advance(0, 12);
         assert_eq!(hub.position(0), 15);

@@ -5,6 +5,8 @@
 //! - [`log`]: the live Kafka reader and the catch-up reads of one tenant's partition.
 //! - [`hub`]: per-tenant rings of encoded frames, and the reader's positions.
 //! - [`frame`]: SSE encoding, once per event.
+//! - [`fanout`]: the writer threads that deliver live frames to idle lean HTTP/1.1 streams
+//!   straight to their sockets.
 //! - [`session`]: one connection's stream (catch-up, live, heartbeat, reauth, reset).
 //! - [`routes`], [`auth`], [`error`]: the HTTP surface; [`h1`]: the lean HTTP/1.1 path of
 //!   the stream routes.
@@ -28,6 +30,7 @@ use tributary_schemas::SchemaCatalog;
 
 pub mod auth;
 pub mod error;
+pub mod fanout;
 pub mod frame;
 pub mod h1;
 pub mod hub;
@@ -127,6 +130,7 @@ pub async fn serve(
         settings.bridge.lifecycle_buffer,
         settings.bridge.progress_buffer,
         settings.bridge.max_catchups_per_tenant,
+        settings.bridge.fanout_writers(),
     )
     .await?;
     // The reader is assigned already: streams opened from now on see everything after it.

@@ -78,6 +78,7 @@ impl LiveReader {
         lifecycle_capacity: usize,
         progress_capacity: usize,
         catchups_per_tenant: usize,
+        fanout_writers: usize,
     ) -> Result<(Self, Arc<Hub>), KafkaError> {
         let consumer: StreamConsumer = assigned(kafka, "live")
             .create()
@@ -123,6 +124,7 @@ impl LiveReader {
             lifecycle_capacity,
             progress_capacity,
             catchups_per_tenant,
+            fanout_writers,
         ));
         Ok((Self { consumer }, hub))
     }
@@ -191,6 +193,9 @@ impl LiveReader {
             }
         }
         live.store(false, Ordering::SeqCst);
+        // Parked streams wait for no shutdown signal of their own (it would cost each one a
+        // waiter): they are handed back to their tasks, which see the stop.
+        hub.kick_all();
     }
 }
 

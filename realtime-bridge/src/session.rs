@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use std::pin::Pin;
-use tokio::sync::broadcast::error::RecvError;
+use std::sync::Arc;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
@@ -94,6 +95,16 @@ pub struct Start {
     pub now: i64,
 }
 
+/// What [`Session::advance`] has next.
+pub enum Step {
+    /// A block to write.
+    Block(Bytes),
+    /// Nothing until a live frame or the timer (only when not waiting).
+    Idle,
+    /// The stream ended.
+    End,
+}
+
 /// The state of one stream.
 pub struct Session {
     /// Shared bridge state.
@@ -115,12 +126,15 @@ pub struct Session {
     planned: Option<(i64, i64)>,
     /// The catch-up being read.
     catchup: Option<CatchUp>,
-    /// The session's one timer, armed for the earliest of heartbeat, reauth and expiry: one
-    /// timer entry per connection, not re-registered per frame.
-    timer: Pin<Box<Sleep>>,
+    /// When the timer is due: the earliest of heartbeat, reauth and expiry.
+    wakeup: Instant,
+    /// The session's one timer, armed for `wakeup`: one timer entry per connection, not
+    /// re-registered per frame. Made on first wait (a lean stream that parks never waits
+    /// here, so it costs nothing there).
+    timer: Option<Pin<Box<Sleep>>>,
     /// Ends the stream on shutdown; kept across polls so the token's waiter list is not
     /// touched per frame.
-    stopped: Pin<Box<WaitForCancellationFutureOwned>>,
+    stopped: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     /// When the next heartbeat is due.
     next_heartbeat: Instant,
     /// Heartbeat period.
@@ -135,6 +149,11 @@ pub struct Session {
     expires_at_secs: i64,
     /// Progress frames numbered at or below it were superseded by a coalesced snapshot.
     progress_floor: u64,
+    /// Offset of the last frame taken from the lifecycle receiver (lower after a new
+    /// receiver: a hint that lets the direct fan-out skip receivers with nothing new).
+    lifecycle_cursor: i64,
+    /// Number of the last frame taken from the progress receiver (the same kind of hint).
+    progress_cursor: u64,
     /// Whether the stream has ended.
     done: bool,
     /// Keeps the connection gauge right however the session ends.
@@ -179,8 +198,9 @@ impl Session {
             pending,
             planned,
             catchup: None,
-            timer: Box::pin(tokio::time::sleep_until(first_wakeup)),
-            stopped: Box::pin(app.stop.clone().cancelled_owned()),
+            wakeup: first_wakeup,
+            timer: None,
+            stopped: None,
             next_heartbeat,
             heartbeat_every,
             reauth_at,
@@ -188,6 +208,8 @@ impl Session {
             expires_at,
             expires_at_secs: start.expires_at,
             progress_floor: 0,
+            lifecycle_cursor: -1,
+            progress_cursor: 0,
             done: false,
             _gauge: ConnectionGauge::open(&app.metrics.connections),
             app,
@@ -207,11 +229,23 @@ impl Session {
     /// The next block to write; `None` ends the stream.
     pub async fn next_frame(&mut self) -> Option<Bytes> {
         loop {
-            if let Some(bytes) = self.pending.pop_front() {
-                return Some(bytes);
+            match self.advance(true).await {
+                Step::Block(bytes) => return Some(bytes),
+                Step::End => return None,
+                Step::Idle => {}
             }
-            if self.done || Instant::now() >= self.expires_at {
-                return None;
+        }
+    }
+
+    /// The next block to write, the end, or (unless `wait`) [`Step::Idle`] when only live
+    /// frames or the timer can bring the next one.
+    pub async fn advance(&mut self, wait: bool) -> Step {
+        loop {
+            if let Some(bytes) = self.pending.pop_front() {
+                return Step::Block(bytes);
+            }
+            if self.done || Instant::now() >= self.expires_at || self.app.stop.is_cancelled() {
+                return Step::End;
             }
             if let Some((from, end)) = self.planned.take() {
                 let range = CatchUpRange {
@@ -232,7 +266,10 @@ impl Session {
                 .await
                 {
                     Ok(catchup) => self.catchup = catchup,
-                    Err(error) => return self.fail(&error),
+                    Err(error) => {
+                        self.fail(&error);
+                        continue;
+                    }
                 }
                 continue;
             }
@@ -250,66 +287,174 @@ impl Session {
                         self.last = self.last.max(read_to);
                     }
                     Ok(None) => self.catchup = None,
-                    Err(error) => return self.fail(&error),
+                    Err(error) => self.fail(&error),
                 }
                 continue;
             }
-            if let Some(bytes) = self.live().await {
-                return Some(bytes);
+            let next = if wait {
+                self.live().await
+            } else {
+                match self.live_now() {
+                    Some(next) => next,
+                    None => return Step::Idle,
+                }
+            };
+            if let Some(bytes) = next {
+                return Step::Block(bytes);
             }
         }
     }
 
     /// Ends the stream after a failed catch-up: the browser reconnects with its
     /// `Last-Event-ID` and resumes exactly, so closing loses nothing.
-    fn fail(&mut self, error: &crate::BridgeError) -> Option<Bytes> {
+    fn fail(&mut self, error: &crate::BridgeError) {
         tracing::warn!(%error, tenant = %self.tenant, "catch-up failed; closing the stream");
         self.done = true;
+    }
+
+    /// What [`Session::live`] would do without waiting: `None` when nothing is due.
+    fn live_now(&mut self) -> Option<Option<Bytes>> {
+        if Instant::now() >= self.wakeup {
+            return Some(self.on_timer());
+        }
+        if let Some(received) = self.try_lifecycle() {
+            return Some(self.on_lifecycle(received));
+        }
+        if let Some(received) = self.try_progress() {
+            return Some(self.on_progress(received));
+        }
         None
+    }
+
+    /// When the session's timer (heartbeat, `reauth`, expiry) fires next.
+    pub fn next_wakeup(&self) -> Instant {
+        self.wakeup
+    }
+
+    /// Nothing to write, no catch-up to run, not ended: only live frames can come next.
+    pub fn is_live(&self) -> bool {
+        self.pending.is_empty() && self.planned.is_none() && self.catchup.is_none() && !self.done
+    }
+
+    /// [`Session::is_live`] and no frame waiting on either ring.
+    pub fn is_idle(&self) -> bool {
+        self.is_live()
+            && self.subscription.lifecycle.is_empty()
+            && self.subscription.progress.is_empty()
+    }
+
+    /// Offset of the last frame taken from the lifecycle ring (see the field).
+    pub fn lifecycle_cursor(&self) -> i64 {
+        self.lifecycle_cursor
+    }
+
+    /// Number of the last frame taken from the progress ring.
+    pub fn progress_cursor(&self) -> u64 {
+        self.progress_cursor
+    }
+
+    /// The tenant's direct fan-out (for [`crate::fanout::attach`]).
+    pub fn fanout(&self) -> std::sync::Arc<crate::fanout::TenantFanout> {
+        self.subscription.fanout()
+    }
+
+    /// The next lifecycle frame if one is there (`None` when the ring has nothing new).
+    pub fn try_lifecycle(&mut self) -> Option<Result<Arc<Frame>, RecvError>> {
+        match self.subscription.lifecycle.try_recv() {
+            Ok(frame) => Some(Ok(frame)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Lagged(missed)) => Some(Err(RecvError::Lagged(missed))),
+            Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+        }
+    }
+
+    /// The next progress frame if one is there.
+    pub fn try_progress(&mut self) -> Option<Result<Arc<Frame>, RecvError>> {
+        match self.subscription.progress.try_recv() {
+            Ok(frame) => Some(Ok(frame)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Lagged(missed)) => Some(Err(RecvError::Lagged(missed))),
+            Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+        }
+    }
+
+    /// Handles what the lifecycle ring gave: the block to write, if any (a lag plans a
+    /// `reset` and a catch-up, left in `pending`/`planned`).
+    pub fn on_lifecycle(&mut self, received: Result<Arc<Frame>, RecvError>) -> Option<Bytes> {
+        match received {
+            Ok(frame) => {
+                if let Some(offset) = frame.offset {
+                    self.lifecycle_cursor = offset;
+                }
+                self.deliver_lifecycle(&frame)
+            }
+            Err(RecvError::Lagged(_)) => Some(self.reset()),
+            Err(RecvError::Closed) => {
+                self.done = true;
+                None
+            }
+        }
+    }
+
+    /// Handles what the progress ring gave: the block to write, if any (a lag queues each
+    /// upload's latest progress in `pending`).
+    pub fn on_progress(&mut self, received: Result<Arc<Frame>, RecvError>) -> Option<Bytes> {
+        match received {
+            Ok(frame) => {
+                self.progress_cursor = frame.seq;
+                if frame.seq > self.progress_floor && frame.is_for(self.upload.as_deref()) {
+                    self.app.metrics.observe_latency(&frame);
+                    Some(frame.bytes.clone())
+                } else {
+                    None
+                }
+            }
+            Err(RecvError::Lagged(missed)) => {
+                // Coalesce: skip what is left of the ring and send each upload's latest
+                // progress instead (newer frames then follow from the ring's tail).
+                self.app.metrics.progress_dropped.increment(missed);
+                self.subscription.progress = self.subscription.progress.resubscribe();
+                let snapshot = self
+                    .app
+                    .hub
+                    .latest_progress(&self.tenant, self.upload.as_deref());
+                // Frames the fresh receiver holds up to the snapshot are older than it.
+                self.progress_floor = snapshot.seq;
+                for frame in snapshot.frames {
+                    self.pending.push_back(frame.bytes.clone());
+                }
+                None
+            }
+            Err(RecvError::Closed) => {
+                self.done = true;
+                None
+            }
+        }
     }
 
     /// Waits for the next live event; `None` when the caller should loop (a frame skipped, a
     /// catch-up planned, the stream ended).
     async fn live(&mut self) -> Option<Bytes> {
+        let wakeup = self.wakeup;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(wakeup)));
+        if timer.deadline() != wakeup {
+            timer.as_mut().reset(wakeup);
+        }
+        let app = &self.app;
+        let stopped = self
+            .stopped
+            .get_or_insert_with(|| Box::pin(app.stop.clone().cancelled_owned()));
         tokio::select! {
             biased;
-            () = self.stopped.as_mut() => {
+            () = stopped.as_mut() => {
                 self.done = true;
                 None
             }
-            () = self.timer.as_mut() => self.on_timer(),
-            received = self.subscription.lifecycle.recv() => match received {
-                Ok(frame) => self.deliver_lifecycle(&frame),
-                Err(RecvError::Lagged(_)) => Some(self.reset()),
-                Err(RecvError::Closed) => {
-                    self.done = true;
-                    None
-                }
-            },
-            received = self.subscription.progress.recv() => match received {
-                Ok(frame) if frame.seq > self.progress_floor && frame.is_for(self.upload.as_deref()) => {
-                    self.app.metrics.observe_latency(&frame);
-                    Some(frame.bytes.clone())
-                }
-                Ok(_) => None,
-                Err(RecvError::Lagged(missed)) => {
-                    // Coalesce: skip what is left of the ring and send each upload's latest
-                    // progress instead (newer frames then follow from the ring's tail).
-                    self.app.metrics.progress_dropped.increment(missed);
-                    self.subscription.progress = self.subscription.progress.resubscribe();
-                    let snapshot = self.app.hub.latest_progress(&self.tenant, self.upload.as_deref());
-                    // Frames the fresh receiver holds up to the snapshot are older than it.
-                    self.progress_floor = snapshot.seq;
-                    for frame in snapshot.frames {
-                        self.pending.push_back(frame.bytes.clone());
-                    }
-                    None
-                }
-                Err(RecvError::Closed) => {
-                    self.done = true;
-                    None
-                }
-            },
+            () = timer.as_mut() => self.on_timer(),
+            received = self.subscription.lifecycle.recv() => self.on_lifecycle(received),
+            received = self.subscription.progress.recv() => self.on_progress(received),
         }
     }
 
@@ -333,7 +478,7 @@ impl Session {
         if !self.reauth_sent {
             wakeup = wakeup.min(self.reauth_at);
         }
-        self.timer.as_mut().reset(wakeup);
+        self.wakeup = wakeup;
         due
     }
 

@@ -50,6 +50,20 @@ pub struct BridgeSettings {
     /// Serve HTTP/1.1 stream requests on the lean path (see [`crate::h1`]) instead of hyper:
     /// a fraction of the memory per idle connection. Off sends everything through axum.
     pub lean_http1: bool,
+    /// Writer threads of the direct fan-out (see [`crate::fanout`]): each writes live frames
+    /// to its share of a tenant's idle lean HTTP/1.1 streams. 0 (the default) means one per
+    /// core, as many as the async runtime's workers.
+    pub fanout_writers: usize,
+}
+
+impl BridgeSettings {
+    /// `fanout_writers`, with 0 resolved to the number of cores.
+    pub fn fanout_writers(&self) -> usize {
+        match self.fanout_writers {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        }
+    }
 }
 
 impl Default for BridgeSettings {
@@ -68,6 +82,7 @@ impl Default for BridgeSettings {
             history_max_age_secs: 7 * 24 * 3600,
             reuse_port: false,
             lean_http1: true,
+            fanout_writers: 0,
         }
     }
 }

@@ -111,6 +111,20 @@ async fn tail_prints_one_tenants_events_decoded_in_log_order() {
     let lines = json_lines(&stdout);
     assert_eq!(lines.len(), 1, "{stdout}");
     assert_eq!(lines[0]["event"]["meta"]["upload_id"], json!(u2));
+
+    // Replay: the tenant's whole history from offset 0, in log order; by upload too.
+    let replayed: Vec<serde_json::Value> = json_lines(&ops_ok(&["replay", "--tenant", &tenant]))
+        .into_iter()
+        .map(|line| line["event"].clone())
+        .collect();
+    let own: Vec<serde_json::Value> = [0, 2, 3]
+        .iter()
+        .map(|&i| serde_json::to_value(&events[i]).expect("json"))
+        .collect();
+    assert_eq!(replayed, own);
+    let replayed = json_lines(&ops_ok(&["replay", "--tenant", &tenant, "--upload", &u2]));
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0]["event_type"], "UploadExpired");
 }
 
 #[tokio::test]

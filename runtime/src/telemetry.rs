@@ -75,13 +75,23 @@ fn tracer_provider(
         return Ok(builder.build());
     };
     use opentelemetry_otlp::{Protocol, WithExportConfig as _};
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(Protocol::HttpJson)
-        .with_endpoint(traces_url(endpoint))
-        .with_timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| format!("otlp exporter for {endpoint}: {e}"))?;
+    let url = traces_url(endpoint);
+    // The exporter's blocking HTTP client must not be created on an async worker (binaries
+    // call this from inside their runtime): build it on a plain thread.
+    let exporter = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_protocol(Protocol::HttpJson)
+                    .with_endpoint(url.clone())
+                    .with_timeout(Duration::from_secs(10))
+                    .build()
+                    .map_err(|e| format!("otlp exporter for {endpoint}: {e}"))
+            })
+            .join()
+            .map_err(|_| format!("otlp exporter for {endpoint}: set-up panicked"))?
+    })?;
     let provider = builder.with_batch_exporter(exporter).build();
     let _ = EXPORTING.set(provider.clone());
     Ok(provider)

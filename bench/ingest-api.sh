@@ -4,15 +4,20 @@
 # presigned URLs. Runs a release build of the API on 127.0.0.1:8090 against the local stack.
 # Loopback only; bounded in time; stops what it started.
 #
-#   bench/ingest-api.sh            # defaults: RUNS=3 DURATION=15 CONNECTIONS=32 SIZE=2 GiB
+#   bench/ingest-api.sh            # defaults: RUNS=3 DURATION=15 CONNECTIONS='4 8 16 32' WARMUP=30 SIZE=2 GiB
+#   SIZE=0 bench/ingest-api.sh     # throughput and latency only
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source stack/env.sh
-RUNS=${RUNS:-3} DURATION=${DURATION:-15} CONNECTIONS=${CONNECTIONS:-32} SIZE=${SIZE:-2147483648}
+RUNS=${RUNS:-3} DURATION=${DURATION:-15} CONNECTIONS=${CONNECTIONS:-4 8 16 32} SIZE=${SIZE:-2147483648}
+WARMUP=${WARMUP:-30}
 PORT=${BENCH_PORT:-8090}
 
 command -v wrk >/dev/null || { sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_=sudo; $sudo_ apt-get install -y -qq wrk >&2; }
 ./devstack engines
+# Tributary's own services would consume the benchmark's events on the same cores; this
+# measures the API alone in front of the engines.
+(source stack/services.sh && services_down)
 cargo build --release --locked -p tributary-ingest-api >&2
 binary="$CARGO_TARGET_DIR/release/ingest-api"
 
@@ -31,18 +36,38 @@ API_KEY=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])' <
 export API_KEY
 
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/ {print $2}') GiB"
-echo "POST /v1/uploads: $RUNS runs of ${DURATION}s, $CONNECTIONS connections, 2 wrk threads"
-results=()
-for run in $(seq 1 "$RUNS"); do
-  line=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s bench/initiate.lua "http://127.0.0.1:$PORT/v1/uploads" | grep '^RESULT')
-  echo "run $run: ${line#RESULT }"
-  results+=("$line")
+# CPU spent per initiation by each process of the stack (and the load generator), so the
+# figures say which process bounds the rate on this machine's shared cores.
+engine_pids="api=$api_pid"
+for engine in kafka cassandra garage; do
+  engine_pids+=" $engine=$(cat "$TRIBUTARY_STATE_DIR/$engine/pid" 2>/dev/null || true)"
 done
-printf '%s\n' "${results[@]}" | python3 -c '
+wrk_run() {  # $1 connections, $2 seconds
+  # shellcheck disable=SC2086
+  python3 bench/cpu_per_request.py $engine_pids -- \
+    wrk -t2 -c"$1" -d"$2s" --latency -s bench/initiate.lua "http://127.0.0.1:$PORT/v1/uploads"
+}
+# The JVMs (Kafka, Cassandra) compile their hot paths during the first tens of thousands of
+# requests; measured runs start warm, as a server in service is.
+echo "warm-up: ${WARMUP}s at 32 connections (not counted)"
+wrk_run 32 "$WARMUP" | grep '^RESULT' | sed 's/^RESULT /  /'
+for connections in $CONNECTIONS; do
+  echo "POST /v1/uploads: $RUNS runs of ${DURATION}s, $connections connections, 2 wrk threads"
+  results=()
+  for run in $(seq 1 "$RUNS"); do
+    out=$(wrk_run "$connections" "$DURATION")
+    line=$(grep '^RESULT' <<<"$out")
+    cpu=$(grep '^CPU_US_PER_REQUEST' <<<"$out" | cut -d' ' -f2-)
+    echo "  run $run: ${line#RESULT }"
+    echo "         cpu us/initiation: $cpu"
+    results+=("${line#RESULT } $cpu")
+  done
+  printf '%s\n' "${results[@]}" | python3 -c '
 import statistics, sys
-rows = [dict(kv.split("=") for kv in line.split()[1:]) for line in sys.stdin if line.strip()]
-for key in ("requests_per_sec", "p50_ms", "p99_ms"):
-    print(f"median {key}: {statistics.median(float(r[key]) for r in rows):.2f}")
+rows = [dict(kv.split("=") for kv in line.split()) for line in sys.stdin if line.strip()]
+print("  median " + " ".join(f"{key}={statistics.median(float(r[key]) for r in rows):.1f}" for key in rows[0] if key != "errors"))
 '
+done
+[ "$SIZE" -gt 0 ] || exit 0   # SIZE=0: throughput only
 echo "direct upload of $SIZE bytes through presigned URLs, API RSS sampled every 100 ms:"
 python3 bench/upload_rss.py "http://127.0.0.1:$PORT" "$API_KEY" "$api_pid" "$SIZE"

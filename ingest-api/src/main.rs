@@ -28,6 +28,11 @@ mod trace;
 mod uploads;
 mod web;
 
+/// mimalloc instead of glibc's malloc: initiation allocates many small, short-lived buffers
+/// (JSON, presigned URLs, headers) across worker threads; see docs/BENCHMARKS.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Where the API listens unless `TRIBUTARY_HTTP__LISTEN` says otherwise.
 const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);

@@ -15,6 +15,7 @@ mod cache;
 mod error;
 mod health;
 mod json;
+mod multipart;
 mod quota_follower;
 mod rate_limit;
 mod registry;

@@ -16,6 +16,7 @@ use tributary_schemas::Event;
 use crate::auth::token::TokenSigner;
 use crate::cache::TtlCache;
 use crate::error::ApiError;
+use crate::multipart::MultipartCreator;
 use crate::rate_limit::RateLimiter;
 use crate::settings::ApiSettings;
 use crate::store::{Store, StoredKey, TenantPolicy};
@@ -42,6 +43,8 @@ pub struct AppState {
     pub s3: aws_sdk_s3::Client,
     /// Signs part and object URLs (one HMAC per URL).
     pub presigner: Arc<Presigner>,
+    /// Creates the multipart upload of each initiation (a presigned request, not the SDK).
+    pub multipart: MultipartCreator,
     /// Signs and verifies browser tokens.
     pub signer: TokenSigner,
     /// Recently used API keys; a key revoked on another instance works here for at most
@@ -103,8 +106,11 @@ impl AppState {
         }
         let settings_rate = (settings.rate_limit_per_second, settings.rate_limit_burst);
         let presigner = Arc::new(Presigner::new(&config.s3)?);
+        let multipart =
+            MultipartCreator::new(presigner.clone()).context("creating the storage client")?;
         Ok(Self {
             presigner,
+            multipart,
             config: Arc::new(config.clone()),
             signer: TokenSigner::new(settings.token_secret.as_bytes()),
             settings: Arc::new(settings),

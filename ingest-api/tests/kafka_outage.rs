@@ -6,37 +6,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Api;
+use common::{Api, EngineStopped};
 use serde_json::json;
-
-const DEVSTACK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../devstack");
-
-fn devstack(args: &[&str]) {
-    let status = Command::new(DEVSTACK)
-        .args(args)
-        .status()
-        .expect("run devstack");
-    assert!(status.success(), "./devstack {args:?} failed");
-}
-
-/// Restarts Kafka however the test ends, so later tests find it running.
-struct KafkaStopped;
-
-impl KafkaStopped {
-    fn stop() -> Self {
-        devstack(&["stop", "kafka"]);
-        Self
-    }
-}
-
-impl Drop for KafkaStopped {
-    fn drop(&mut self) {
-        devstack(&["start", "kafka"]);
-    }
-}
 
 #[tokio::test]
 async fn kafka_down_means_503_and_nothing_half_created_then_recovery() {
@@ -58,7 +31,7 @@ async fn kafka_down_means_503_and_nothing_half_created_then_recovery() {
     };
 
     {
-        let _stopped = KafkaStopped::stop();
+        let _stopped = EngineStopped::stop("kafka");
         let started = Instant::now();
         let response = api
             .http

@@ -424,12 +424,8 @@ async fn create_session(
         timed(
             "s3_create",
             state
-                .s3
-                .create_multipart_upload()
-                .bucket(&bucket)
-                .key(&object_key)
-                .content_type(&checked.content_type)
-                .send(),
+                .multipart
+                .create(&bucket, &object_key, &checked.content_type),
         ),
     );
     let release = || async {
@@ -437,7 +433,9 @@ async fn create_session(
             tracing::error!(%error, tenant_id, "could not release a reservation; usage is overstated until reconciled");
         }
     };
-    let created = created.ok().and_then(|c| c.upload_id);
+    let created = created
+        .inspect_err(|error| tracing::warn!(%error, "could not create the multipart upload"))
+        .ok();
     if let Err(error) = reserved {
         if let Some(s3_upload_id) = &created {
             let aborted = state

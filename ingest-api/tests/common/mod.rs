@@ -157,6 +157,34 @@ pub fn now_ms() -> i64 {
     tributary_schemas::now_micros() / 1000
 }
 
+/// One engine of the local stack (`kafka`, `garage`, ...) stopped with `./devstack stop` and
+/// started again however the test ends, so later tests find it running. Only tests that
+/// have a test binary of their own may use it: no other test may see the engine gone.
+pub struct EngineStopped(&'static str);
+
+impl EngineStopped {
+    /// Stops `engine`.
+    pub fn stop(engine: &'static str) -> Self {
+        devstack(&["stop", engine]);
+        Self(engine)
+    }
+}
+
+impl Drop for EngineStopped {
+    fn drop(&mut self) {
+        devstack(&["start", self.0]);
+    }
+}
+
+fn devstack(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../devstack");
+    let status = Command::new(script)
+        .args(args)
+        .status()
+        .expect("run devstack");
+    assert!(status.success(), "./devstack {args:?} failed");
+}
+
 /// The event types of `events`, in order.
 pub fn types(events: &[Event]) -> Vec<&'static str> {
     events.iter().map(Event::event_type).collect()

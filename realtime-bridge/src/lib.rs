@@ -35,7 +35,6 @@ pub mod frame;
 pub mod h1;
 pub mod hub;
 pub mod log;
-pub mod partition;
 pub mod routes;
 pub mod session;
 pub mod settings;

@@ -227,7 +227,8 @@ async fn history_start(app: &AppState, tenant: &str, id: &uuid::Uuid) -> Result<
     )
     .unwrap_or(i64::MAX);
     let from_ms = (minted_ms - HISTORY_SLACK_MS).max(now_ms.saturating_sub(max_age_ms));
-    let partition = crate::partition::partition_for(tenant.as_bytes(), app.hub.partitions());
+    let partition =
+        tributary_runtime::kafka::partition_for(tenant.as_bytes(), app.hub.partitions());
     // A lookup opens a Kafka client, like a catch-up: both share the bound.
     let _permit = app
         .catchups

@@ -164,7 +164,7 @@ impl Session {
     /// Subscribes and plans the catch-up; the log is read lazily, once the response started.
     pub fn new(app: AppState, start: Start) -> Self {
         let partition =
-            crate::partition::partition_for(start.tenant.as_bytes(), app.hub.partitions());
+            tributary_runtime::kafka::partition_for(start.tenant.as_bytes(), app.hub.partitions());
         // Subscribe before reading the position (see the module docs).
         let subscription = app.hub.subscribe(&start.tenant);
         let live_from = app.hub.position(partition);

@@ -106,7 +106,7 @@ pub fn partition_of(tenant: &str) -> i32 {
     let partitions = tributary_runtime::topics::spec(tributary_runtime::topics::LIFECYCLE)
         .expect("declared")
         .partitions;
-    tributary_realtime_bridge::partition::partition_for(tenant.as_bytes(), partitions)
+    tributary_runtime::kafka::partition_for(tenant.as_bytes(), partitions)
 }
 
 /// A publisher with the embedded schema ids.

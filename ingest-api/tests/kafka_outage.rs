@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Api, EngineStopped};
+use common::{Api, EngineStopped, assert_initiation_unavailable, initiate_after_recovery};
 use serde_json::json;
 
 #[tokio::test]
@@ -32,31 +32,8 @@ async fn kafka_down_means_503_and_nothing_half_created_then_recovery() {
 
     {
         let _stopped = EngineStopped::stop("kafka");
-        let started = Instant::now();
-        let response = api
-            .http
-            .post(api.url("/v1/uploads"))
-            .bearer_auth(&tenant.key)
-            .json(&body)
-            .send()
-            .await
-            .expect("answer while kafka is down");
-        assert_eq!(response.status(), 503);
-        assert!(
-            response.headers().contains_key("retry-after"),
-            "503 carries Retry-After"
-        );
-        let error: serde_json::Value = response.json().await.expect("json error");
-        assert_eq!(error["error"]["code"], "unavailable");
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "answered within the delivery timeout"
-        );
-        assert_eq!(
-            api.tenant_usage(&tenant).await,
-            (0, 0),
-            "the reservation was released"
-        );
+        // Within the delivery timeout (3 s here) plus the undoing of the other steps.
+        assert_initiation_unavailable(&api, &tenant, &body, Duration::from_secs(20)).await;
         assert_eq!(
             open_multiparts().await,
             0,
@@ -66,17 +43,8 @@ async fn kafka_down_means_503_and_nothing_half_created_then_recovery() {
 
     // Kafka is back (the guard restarted it): initiation works again once the producer has
     // reconnected.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let (status, session) = api.initiate(&tenant, &body).await;
-        if status == 201 {
-            assert!(session["upload_id"].is_string());
-            break;
-        }
-        assert_eq!(status, 503, "only 503 while recovering: {session}");
-        assert!(Instant::now() < deadline, "no recovery within 90 s");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let session = initiate_after_recovery(&api, &tenant, &body, Duration::from_secs(90)).await;
+    assert!(session["upload_id"].is_string());
     assert_eq!(api.tenant_usage(&tenant).await, (1234, 1));
     assert_eq!(open_multiparts().await, 1);
 }

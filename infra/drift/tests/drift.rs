@@ -17,10 +17,16 @@ use tributary_infra_drift::{Drift, Terraform, report};
 // ---------------------------------------------------------------------------------------------
 
 /// Binaries of the workspace that are deliberately not deployed as services.
-const NOT_SERVICES: &[NotAService] = &[NotAService {
-    binary: "tributary",
-    why: "the command-line client (cli/): run by users and operators, not a long-running service",
-}];
+const NOT_SERVICES: &[NotAService] = &[
+    NotAService {
+        binary: "tributary",
+        why: "the command-line client (cli/): run by users and operators, not a long-running service",
+    },
+    NotAService {
+        binary: "tributary-ops",
+        why: "the operations command (ops/): run by operators against Kafka and the read models, not a long-running service",
+    },
+];
 
 /// Upload objects: `uploads/<tenant>/<upload>/original`.
 const ORIGINALS: &str = "uploads/*/original";

@@ -157,6 +157,59 @@ pub fn now_ms() -> i64 {
     tributary_schemas::now_micros() / 1000
 }
 
+/// While an engine is down: `POST /v1/uploads` of `body` answers 503 `unavailable` with
+/// `Retry-After` within `within` (never a 2xx, which promises a durable event), and the
+/// tenant's reservation was released.
+pub async fn assert_initiation_unavailable(
+    api: &Api,
+    tenant: &Tenant,
+    body: &Value,
+    within: Duration,
+) {
+    let started = Instant::now();
+    let response = api
+        .http
+        .post(api.url("/v1/uploads"))
+        .bearer_auth(&tenant.key)
+        .json(body)
+        .send()
+        .await
+        .expect("answer while an engine is down");
+    assert_eq!(response.status(), 503);
+    assert!(
+        response.headers().contains_key("retry-after"),
+        "503 carries Retry-After"
+    );
+    let error: Value = response.json().await.expect("json error");
+    assert_eq!(error["error"]["code"], "unavailable");
+    assert!(started.elapsed() < within, "answered within {within:?}");
+    assert_eq!(
+        api.tenant_usage(tenant).await,
+        (0, 0),
+        "the reservation was released"
+    );
+}
+
+/// After an engine came back: initiates `body` until it is created (only 503s allowed
+/// meanwhile, for at most `within`) and returns the session.
+pub async fn initiate_after_recovery(
+    api: &Api,
+    tenant: &Tenant,
+    body: &Value,
+    within: Duration,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, session) = api.initiate(tenant, body).await;
+        if status == 201 {
+            return session;
+        }
+        assert_eq!(status, 503, "only 503 while recovering: {session}");
+        assert!(Instant::now() < deadline, "no recovery within {within:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// One engine of the local stack (`kafka`, `garage`, ...) stopped with `./devstack stop` and
 /// started again however the test ends, so later tests find it running. Only tests that
 /// have a test binary of their own may use it: no other test may see the engine gone.

@@ -453,32 +453,7 @@ async fn run_lag(options: &LagOptions, json: bool) -> anyhow::Result<()> {
 }
 
 async fn run_rebuild(activate: bool) -> anyhow::Result<()> {
-    use tributary_projections::projector::{RebuildOptions, rebuild};
-    let config = config()?;
-    let options = RebuildOptions {
-        activate,
-        ..RebuildOptions::default()
-    };
-    let started = std::time::Instant::now();
-    let report = rebuild(&config, &options, |done, total| {
-        eprintln!(
-            "rebuild: {done} / {total} events ({:.1} s)",
-            started.elapsed().as_secs_f64()
-        );
-    })
-    .await?;
-    println!(
-        "rebuilt version {} in keyspace {} from {} events in {:.1} s; {}",
-        report.version,
-        report.keyspace,
-        report.events,
-        started.elapsed().as_secs_f64(),
-        if report.activated {
-            "readers switched to it"
-        } else {
-            "not activated"
-        }
-    );
+    tributary_projections::projector::rebuild_on_terminal(&config()?, activate).await?;
     Ok(())
 }
 

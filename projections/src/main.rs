@@ -80,30 +80,8 @@ async fn admin(command: &str, args: &[String], config: &Config) -> anyhow::Resul
     };
     match command {
         "rebuild" => {
-            let options = projector::RebuildOptions {
-                activate: !args.iter().any(|a| a == "--no-switch"),
-                ..projector::RebuildOptions::default()
-            };
-            let started = std::time::Instant::now();
-            let report = projector::rebuild(config, &options, |done, total| {
-                eprintln!(
-                    "rebuild: {done} / {total} events ({:.1} s)",
-                    started.elapsed().as_secs_f64()
-                );
-            })
-            .await?;
-            println!(
-                "rebuilt version {} in keyspace {} from {} events in {:.1} s; {}",
-                report.version,
-                report.keyspace,
-                report.events,
-                started.elapsed().as_secs_f64(),
-                if report.activated {
-                    "readers switched to it"
-                } else {
-                    "not activated"
-                }
-            );
+            let activate = !args.iter().any(|a| a == "--no-switch");
+            projector::rebuild_on_terminal(config, activate).await?;
             Ok(())
         }
         "versions" => {

@@ -167,6 +167,39 @@ impl Default for RebuildOptions {
     }
 }
 
+/// [`rebuild`] as the command-line tools run it (`projector rebuild`, `tributary-ops
+/// rebuild`): progress lines on stderr, one summary line on stdout.
+pub async fn rebuild_on_terminal(
+    config: &Config,
+    activate: bool,
+) -> Result<RebuildReport, ProjectionError> {
+    let options = RebuildOptions {
+        activate,
+        ..RebuildOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let report = rebuild(config, &options, |done, total| {
+        eprintln!(
+            "rebuild: {done} / {total} events ({:.1} s)",
+            started.elapsed().as_secs_f64()
+        );
+    })
+    .await?;
+    println!(
+        "rebuilt version {} in keyspace {} from {} events in {:.1} s; {}",
+        report.version,
+        report.keyspace,
+        report.events,
+        started.elapsed().as_secs_f64(),
+        if report.activated {
+            "readers switched to it"
+        } else {
+            "not activated"
+        }
+    );
+    Ok(report)
+}
+
 /// Replays the projected topics from offset 0 into a new version, reporting progress through
 /// `progress(applied, end)`; once every partition is caught up, activates it (optionally).
 pub async fn rebuild(

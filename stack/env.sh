@@ -14,6 +14,9 @@ export TRIBUTARY_STATE_DIR TRIBUTARY_CACHE CARGO_TARGET_DIR
 
 : "${KAFKA_PORT:=9092}"
 : "${KAFKA_CONTROLLER_PORT:=9093}"
+# A second listener with TLS and SASL (SCRAM-SHA-512 and OAUTHBEARER), as MSK has: the
+# runtime's security settings are tested against it.
+: "${KAFKA_SASL_PORT:=9094}"
 : "${CASSANDRA_PORT:=9042}"
 : "${CASSANDRA_STORAGE_PORT:=7000}"
 : "${S3_PORT:=3900}"
@@ -27,6 +30,10 @@ export TRIBUTARY_STATE_DIR TRIBUTARY_CACHE CARGO_TARGET_DIR
 : "${TRIBUTARY_S3_SECRET_ACCESS_KEY:=6465762d6f6e6c792d7365637265742d666f722d6c6f63616c2d737461636b21}"
 GARAGE_RPC_SECRET="5472696275746172792d6465762d7270632d7365637265742d303030303030ff"
 GARAGE_ADMIN_TOKEN="tributary-dev-admin-token"
+# The SASL listener's SCRAM user and its TLS keystore (generated into the state directory).
+KAFKA_SCRAM_USER="tributary"
+KAFKA_SCRAM_PASSWORD="tributary-dev-scram-password"
+KAFKA_TLS_PASSWORD="tributary-dev-keystore"
 
 # Heaps are small on purpose: the whole stack shares a 2-core machine with the builds.
 : "${KAFKA_HEAP:=-Xms256m -Xmx512m}"
@@ -91,6 +98,7 @@ render() {
   local src=$1 dst=$2 state=$3
   sed -e "s|@STATE@|$state|g" \
       -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" -e "s|@KAFKA_CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
+      -e "s|@KAFKA_SASL_PORT@|$KAFKA_SASL_PORT|g" -e "s|@KAFKA_TLS_PASSWORD@|$KAFKA_TLS_PASSWORD|g" \
       -e "s|@CASSANDRA_PORT@|$CASSANDRA_PORT|g" -e "s|@CASSANDRA_STORAGE_PORT@|$CASSANDRA_STORAGE_PORT|g" \
       -e "s|@S3_PORT@|$S3_PORT|g" -e "s|@GARAGE_RPC_PORT@|$GARAGE_RPC_PORT|g" \
       -e "s|@GARAGE_ADMIN_PORT@|$GARAGE_ADMIN_PORT|g" -e "s|@GARAGE_RPC_SECRET@|$GARAGE_RPC_SECRET|g" \

@@ -14,10 +14,39 @@ kafka_tool() {
     -cp "$(kafka_classpath)" "$main" "$@"
 }
 
+# The SASL listener's self-signed certificate: a PKCS12 keystore for the broker and the same
+# certificate as PEM ($KAFKA_STATE/tls/ca.pem), which clients trust (`ssl.ca.location`).
+kafka_tls_material() {
+  local dir="$KAFKA_STATE/tls"
+  [ -f "$dir/broker.p12" ] && [ -f "$dir/ca.pem" ] && return 0
+  mkdir -p "$dir"
+  rm -f "$dir/broker.p12" "$dir/ca.pem"
+  keytool -genkeypair -alias broker -keyalg RSA -keysize 2048 -validity 3650 \
+    -dname "CN=localhost" -ext "SAN=IP:127.0.0.1,DNS:localhost" -storetype PKCS12 \
+    -keystore "$dir/broker.p12" -storepass "$KAFKA_TLS_PASSWORD" -keypass "$KAFKA_TLS_PASSWORD" \
+    >/dev/null 2>&1 || die "keytool could not create the kafka keystore"
+  keytool -exportcert -rfc -alias broker -keystore "$dir/broker.p12" \
+    -storepass "$KAFKA_TLS_PASSWORD" -file "$dir/ca.pem" >/dev/null 2>&1 \
+    || die "keytool could not export the kafka certificate"
+}
+
+# Creates the SCRAM user of the SASL listener once (it lives in the cluster's metadata).
+kafka_ensure_scram_user() {
+  local marker="$KAFKA_STATE/data/.scram-user-$KAFKA_SCRAM_USER"
+  [ -f "$marker" ] && return 0
+  kafka_tool kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
+    --alter --entity-type users --entity-name "$KAFKA_SCRAM_USER" \
+    --add-config "SCRAM-SHA-512=[iterations=4096,password=$KAFKA_SCRAM_PASSWORD]" >/dev/null \
+    || die "could not create the kafka SCRAM user"
+  touch "$marker"
+}
+
 kafka_start() {
   mkdir -p "$KAFKA_STATE/data" "$KAFKA_STATE/logs"
   if pid_alive "$KAFKA_STATE/pid"; then log "kafka already running"; return 0; fi
   ensure_port_free "$KAFKA_PORT" kafka
+  ensure_port_free "$KAFKA_SASL_PORT" kafka
+  kafka_tls_material
   local cp; cp=$(kafka_classpath)
   render "$STACK_ROOT/conf/kafka-server.properties" "$KAFKA_STATE/server.properties" "$KAFKA_STATE"
   if [ ! -f "$KAFKA_STATE/data/meta.properties" ]; then

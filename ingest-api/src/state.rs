@@ -23,6 +23,9 @@ use crate::store::{Store, StoredKey, TenantPolicy};
 
 /// How long cached keys and policies are trusted before they are read again.
 const CACHE_TTL: Duration = Duration::from_secs(10);
+/// How long start-up waits for the first storage credentials (role credentials are fetched
+/// from the ECS or instance endpoint).
+const CREDENTIALS_WAIT: Duration = Duration::from_secs(15);
 
 /// Shared by all request handlers; cheap to clone.
 #[derive(Clone)]
@@ -93,7 +96,13 @@ impl AppState {
         let read = ReadModels::prepare(&cql, &config.cql.keyspace)
             .await
             .context("preparing read-model queries")?;
-        let s3 = s3::client(&config.s3);
+        // One source for the SDK client and the presigner: one refresher of role credentials.
+        let credentials = config.s3.credential_source();
+        credentials
+            .ready(CREDENTIALS_WAIT)
+            .await
+            .context("loading storage credentials")?;
+        let s3 = s3::client_with(&config.s3, credentials.clone());
         s3::check_bucket(&s3, &config.s3)
             .await
             .context("checking storage")?;
@@ -105,7 +114,7 @@ impl AppState {
             tracing::warn!(%error, "could not set the bucket's CORS rule");
         }
         let settings_rate = (settings.rate_limit_per_second, settings.rate_limit_burst);
-        let presigner = Arc::new(Presigner::new(&config.s3)?);
+        let presigner = Arc::new(Presigner::new(&config.s3, credentials)?);
         let multipart =
             MultipartCreator::new(presigner.clone()).context("creating the storage client")?;
         Ok(Self {

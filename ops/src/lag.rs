@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tributary_runtime::config::KafkaConfig;
-use tributary_runtime::kafka::base_client_config;
+use tributary_runtime::kafka::{BaseConsumer, base_client_config, create};
 
 use crate::OpsError;
 
@@ -51,9 +51,8 @@ pub async fn lag(config: &KafkaConfig, options: &LagOptions) -> Result<Vec<LagRo
 }
 
 fn lag_blocking(config: &KafkaConfig, options: &LagOptions) -> Result<Vec<LagRow>, OpsError> {
-    let admin: BaseConsumer = base_client_config(config, "tributary-ops")
-        .create()
-        .map_err(OpsError::kafka)?;
+    let admin: BaseConsumer =
+        create(&base_client_config(config, "tributary-ops"), config).map_err(OpsError::kafka)?;
     let groups = if options.groups.is_empty() {
         let list = admin
             .fetch_group_list(None, REQUEST_TIMEOUT)
@@ -99,11 +98,11 @@ fn lag_blocking(config: &KafkaConfig, options: &LagOptions) -> Result<Vec<LagRow
     let mut rows = Vec::new();
     for group in groups {
         // A client of the group that never joins it: OffsetFetch only.
-        let member: BaseConsumer = base_client_config(config, "tributary-ops")
+        let mut member = base_client_config(config, "tributary-ops");
+        member
             .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .map_err(OpsError::kafka)?;
+            .set("enable.auto.commit", "false");
+        let member: BaseConsumer = create(&member, config).map_err(OpsError::kafka)?;
         let committed = member
             .committed_offsets(all.clone(), REQUEST_TIMEOUT)
             .map_err(|e| OpsError::Kafka(format!("committed offsets of group {group}: {e}")))?;

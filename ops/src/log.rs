@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use base64::Engine as _;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use tributary_runtime::config::KafkaConfig;
-use tributary_runtime::kafka::base_client_config;
+use tributary_runtime::kafka::{BaseConsumer, StreamConsumer, base_client_config, create};
 use tributary_schemas::{Event, SchemaCatalog};
 
 use crate::OpsError;
@@ -87,9 +87,7 @@ pub struct Reader {
 
 /// A client for metadata requests.
 fn metadata_client(config: &KafkaConfig) -> Result<BaseConsumer, OpsError> {
-    base_client_config(config, "tributary-ops")
-        .create()
-        .map_err(OpsError::kafka)
+    create(&base_client_config(config, "tributary-ops"), config).map_err(OpsError::kafka)
 }
 
 /// The partition count of `topic`, or [`OpsError::NoSuchTopic`].
@@ -155,13 +153,13 @@ impl Reader {
             None => (0..count).collect(),
         };
         let marks = watermarks(config, &spec.topic, &partitions).await?;
-        let consumer: StreamConsumer = base_client_config(config, "tributary-ops")
-            // librdkafka wants a group id for a consumer; nothing joins or commits it.
+        let mut consumer = base_client_config(config, "tributary-ops");
+        // librdkafka wants a group id for a consumer; nothing joins or commits it.
+        consumer
             .set("group.id", "tributary-ops-reader")
             .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .create()
-            .map_err(OpsError::kafka)?;
+            .set("enable.auto.offset.store", "false");
+        let consumer: StreamConsumer = create(&consumer, config).map_err(OpsError::kafka)?;
         let mut assignment = TopicPartitionList::new();
         let mut remaining = HashMap::new();
         for (&partition, &(low, high)) in &marks {

@@ -292,14 +292,16 @@ type Partition = (&'static str, i32);
 
 /// Reads the low and high watermarks of the projected topics' partitions.
 struct EndsReader {
-    consumer: Arc<rdkafka::consumer::BaseConsumer>,
+    consumer: Arc<tributary_runtime::kafka::BaseConsumer>,
 }
 
 impl EndsReader {
     fn new(config: &Config) -> Result<Self, ProjectionError> {
-        let consumer = base_client_config(&config.kafka, "projector-rebuild-ends")
-            .create()
-            .map_err(ProjectionError::kafka)?;
+        let consumer = tributary_runtime::kafka::create(
+            &base_client_config(&config.kafka, "projector-rebuild-ends"),
+            &config.kafka,
+        )
+        .map_err(ProjectionError::kafka)?;
         Ok(Self {
             consumer: Arc::new(consumer),
         })

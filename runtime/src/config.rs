@@ -55,6 +55,77 @@ pub struct KafkaConfig {
     pub delivery_timeout_ms: u64,
     /// How long start-up waits for the cluster's metadata before giving up.
     pub connect_timeout_ms: u64,
+    /// Encryption and authentication towards the brokers (plaintext locally; TLS with IAM or
+    /// SCRAM on MSK).
+    #[serde(default)]
+    pub security: KafkaSecurity,
+}
+
+/// How clients connect to the brokers: librdkafka's `security.protocol`, `sasl.mechanism`
+/// and friends, typed and checked at start-up.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct KafkaSecurity {
+    /// Transport and authentication layer.
+    pub protocol: KafkaProtocol,
+    /// SASL mechanism; required with the `sasl_*` protocols.
+    pub sasl_mechanism: Option<SaslMechanism>,
+    /// SASL user name (`plain`, `scram-sha-256`, `scram-sha-512`).
+    pub username: Option<String>,
+    /// SASL password (same mechanisms). Comes from a secret, never from a committed file.
+    pub password: Option<String>,
+    /// PEM file of the CA that signed the brokers' certificates; the system's CA store when
+    /// unset (MSK's certificates are publicly trusted).
+    pub ca_location: Option<String>,
+    /// Signing region of `aws-msk-iam` (the cluster's region).
+    pub aws_region: Option<String>,
+    /// Any further librdkafka properties, passed verbatim (e.g. `ssl.endpoint.identification.algorithm`).
+    /// Applied last, so they win over the settings above.
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSecurity")
+            .field("protocol", &self.protocol)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca_location", &self.ca_location)
+            .field("aws_region", &self.aws_region)
+            .field("properties", &self.properties.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// librdkafka's `security.protocol`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaProtocol {
+    /// No encryption, no authentication (the local stack).
+    #[default]
+    Plaintext,
+    /// TLS without SASL.
+    Ssl,
+    /// SASL without TLS (tests only: credentials cross the network in the clear with `plain`).
+    SaslPlaintext,
+    /// SASL over TLS (MSK with IAM or SCRAM).
+    SaslSsl,
+}
+
+/// SASL mechanism.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SaslMechanism {
+    /// User name and password in the clear (inside TLS).
+    Plain,
+    /// SCRAM with SHA-256.
+    ScramSha256,
+    /// SCRAM with SHA-512 (MSK's SCRAM).
+    ScramSha512,
+    /// MSK IAM: an OAUTHBEARER token that is a SigV4-presigned `kafka-cluster:Connect`
+    /// request, signed with the default AWS credential chain (the ECS task role).
+    AwsMskIam,
 }
 
 /// CQL (ScyllaDB, or Cassandra locally) connection settings.
@@ -86,6 +157,37 @@ pub struct S3Config {
     /// Path-style addressing (`endpoint/bucket/key`), needed by local servers without
     /// wildcard DNS.
     pub force_path_style: bool,
+    /// Where signing keys come from: `static` uses the two keys above; `aws` uses AWS's
+    /// default credential chain (environment, ECS task role, instance profile, web identity)
+    /// and ignores them.
+    #[serde(default)]
+    pub credentials: S3Credentials,
+}
+
+/// Source of the S3 signing keys.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum S3Credentials {
+    /// `s3.access_key_id` and `s3.secret_access_key`.
+    #[default]
+    Static,
+    /// AWS's default credential chain, refreshed before expiry.
+    Aws,
+}
+
+impl S3Config {
+    /// The credential source these settings name (starts a refresher for `aws`).
+    pub fn credential_source(&self) -> crate::aws_credentials::CredentialSource {
+        match self.credentials {
+            S3Credentials::Static => crate::aws_credentials::CredentialSource::fixed(
+                &self.access_key_id,
+                &self.secret_access_key,
+            ),
+            S3Credentials::Aws => {
+                crate::aws_credentials::CredentialSource::default_chain(&self.region)
+            }
+        }
+    }
 }
 
 /// The binary's HTTP listener.
@@ -129,6 +231,7 @@ impl Config {
                 schema_registry_url: None,
                 delivery_timeout_ms: 10_000,
                 connect_timeout_ms: 10_000,
+                security: KafkaSecurity::default(),
             },
             cql: CqlConfig {
                 contact_points: vec!["127.0.0.1:9042".into()],
@@ -144,6 +247,7 @@ impl Config {
                 secret_access_key:
                     "6465762d6f6e6c792d7365637265742d666f722d6c6f63616c2d737461636b21".into(),
                 force_path_style: true,
+                credentials: S3Credentials::Static,
             },
             http: HttpConfig { listen },
             telemetry: TelemetryConfig {
@@ -206,6 +310,7 @@ impl Config {
                 "must be an http(s) URL",
             ));
         }
+        self.kafka.security.validate()?;
         if self.cql.contact_points.is_empty() {
             return Err(invalid(
                 "cql.contact_points",
@@ -243,6 +348,64 @@ impl Config {
         }
         if self.s3.region.is_empty() {
             return Err(invalid("s3.region", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+impl KafkaSecurity {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: &str| ConfigError::Invalid {
+            field,
+            reason: reason.to_string(),
+        };
+        let sasl = matches!(
+            self.protocol,
+            KafkaProtocol::SaslPlaintext | KafkaProtocol::SaslSsl
+        );
+        match (sasl, self.sasl_mechanism) {
+            (true, None) => {
+                return Err(invalid(
+                    "kafka.security.sasl_mechanism",
+                    "is required with a sasl_* protocol",
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(invalid(
+                    "kafka.security.sasl_mechanism",
+                    "needs protocol sasl_ssl (or sasl_plaintext)",
+                ));
+            }
+            _ => {}
+        }
+        match self.sasl_mechanism {
+            Some(
+                SaslMechanism::Plain | SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512,
+            ) => {
+                if self.username.as_deref().unwrap_or("").is_empty()
+                    || self.password.as_deref().unwrap_or("").is_empty()
+                {
+                    return Err(invalid(
+                        "kafka.security.username",
+                        "username and password are required by this sasl mechanism",
+                    ));
+                }
+            }
+            Some(SaslMechanism::AwsMskIam) => {
+                if self.protocol != KafkaProtocol::SaslSsl {
+                    return Err(invalid(
+                        "kafka.security.protocol",
+                        "aws-msk-iam needs sasl_ssl: the token must not cross the network in the clear",
+                    ));
+                }
+                if self.aws_region.as_deref().unwrap_or("").is_empty() {
+                    return Err(invalid(
+                        "kafka.security.aws_region",
+                        "is required by aws-msk-iam",
+                    ));
+                }
+            }
+            None => {}
         }
         Ok(())
     }

@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-    timeout::TimeoutConfig,
+    BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    SharedCredentialsProvider, timeout::TimeoutConfig,
 };
 
+use crate::aws_credentials::CredentialSource;
 use crate::config::S3Config;
 
 /// Why a storage check failed.
@@ -24,20 +25,20 @@ pub enum S3Error {
     },
 }
 
-/// Builds an S3 client from the config. Checksums are only computed when an operation
-/// requires them: presigned part URLs must not carry a checksum the browser cannot match.
+/// Builds an S3 client from the config, with the credentials it names (see
+/// [`S3Config::credential_source`]).
 pub fn client(config: &S3Config) -> aws_sdk_s3::Client {
-    let credentials = Credentials::new(
-        &config.access_key_id,
-        &config.secret_access_key,
-        None,
-        None,
-        "tributary-config",
-    );
+    client_with(config, config.credential_source())
+}
+
+/// Builds an S3 client that signs with `credentials` (shared with the presigner, so a
+/// process holds one refresher). Checksums are only computed when an operation requires
+/// them: presigned part URLs must not carry a checksum the browser cannot match.
+pub fn client_with(config: &S3Config, credentials: CredentialSource) -> aws_sdk_s3::Client {
     let mut builder = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(config.region.clone()))
-        .credentials_provider(credentials)
+        .credentials_provider(SharedCredentialsProvider::new(credentials))
         .force_path_style(config.force_path_style)
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)

@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 
 use crate::config::Config;
 use crate::kafka::KafkaError;
@@ -33,10 +32,10 @@ pub fn unique(prefix: &str) -> String {
 
 /// Creates a topic with `partitions` partitions (replication 1, the local broker).
 pub async fn create_topic(config: &Config, name: &str, partitions: i32) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> =
-        crate::kafka::base_client_config(&config.kafka, "tributary-tests")
-            .create()
-            .map_err(KafkaError::Setup)?;
+    let admin: AdminClient<crate::kafka::KafkaContext> = crate::kafka::create(
+        &crate::kafka::base_client_config(&config.kafka, "tributary-tests"),
+        &config.kafka,
+    )?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
         .create_topics(
@@ -55,10 +54,10 @@ pub async fn create_topic(config: &Config, name: &str, partitions: i32) -> Resul
 
 /// Deletes a topic created by [`create_topic`].
 pub async fn delete_topic(config: &Config, name: &str) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> =
-        crate::kafka::base_client_config(&config.kafka, "tributary-tests")
-            .create()
-            .map_err(KafkaError::Setup)?;
+    let admin: AdminClient<crate::kafka::KafkaContext> = crate::kafka::create(
+        &crate::kafka::base_client_config(&config.kafka, "tributary-tests"),
+        &config.kafka,
+    )?;
     admin
         .delete_topics(&[name], &AdminOptions::new())
         .await
@@ -74,13 +73,14 @@ pub async fn start_group_at_end(
     group: &str,
     topic: &str,
 ) -> Result<(), KafkaError> {
-    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use crate::kafka::BaseConsumer;
+    use rdkafka::consumer::{CommitMode, Consumer};
     use rdkafka::{Offset, TopicPartitionList};
 
     let consumer: BaseConsumer = crate::kafka::base_client_config(&config.kafka, "tributary-tests")
         .set("group.id", group)
         .set("enable.auto.commit", "false")
-        .create()
+        .create_with_context(crate::kafka::KafkaContext::for_config(&config.kafka))
         .map_err(KafkaError::Setup)?;
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
@@ -112,14 +112,15 @@ pub fn events_since(
     tenant_id: &str,
     since_ms: i64,
 ) -> Vec<tributary_schemas::Event> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use crate::kafka::BaseConsumer;
+    use rdkafka::consumer::Consumer;
     use rdkafka::message::Message as _;
     use rdkafka::{Offset, TopicPartitionList};
 
     let consumer: BaseConsumer = crate::kafka::base_client_config(&config.kafka, "tributary-tests")
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
-        .create()
+        .create_with_context(crate::kafka::KafkaContext::for_config(&config.kafka))
         .expect("consumer");
     let partitions = crate::topics::spec(topic)
         .expect("declared topic")

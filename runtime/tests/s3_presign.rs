@@ -169,7 +169,7 @@ async fn fast_presigner_urls_are_accepted_and_tampered_or_expired_ones_refused()
 
     let config = testing::stack_config();
     let client = s3::client(&config.s3);
-    let presigner = Presigner::new(&config.s3).expect("presigner");
+    let presigner = Presigner::new(&config.s3, config.s3.credential_source()).expect("presigner");
     let bucket = config.s3.bucket.as_str();
     let key = format!(
         "uploads/{}/with space ü/original",

@@ -7,13 +7,13 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{KafkaError, Producer, base_client_config, headers};
+use super::{KafkaError, Producer, StreamConsumer, base_client_config, create, headers};
 use crate::config::KafkaConfig;
 use crate::topics::DEAD_LETTERS;
 
@@ -108,9 +108,7 @@ pub async fn run_consumer<H: Handler>(
     mut handler: H,
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
-    let consumer: StreamConsumer = group_member(kafka, settings)
-        .create()
-        .map_err(KafkaError::Setup)?;
+    let consumer: StreamConsumer = create(&group_member(kafka, settings), kafka)?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(KafkaError::Consume)?;
     tracing::info!(group = %settings.group_id, topics = ?settings.topics, "consumer started");
@@ -333,12 +331,12 @@ pub async fn run_batch_consumer<H: BatchHandler>(
     mut handler: H,
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
-    let consumer: StreamConsumer = group_member(kafka, settings)
-        // Bigger fetches: a batch consumer wants many records per poll.
+    let mut client = group_member(kafka, settings);
+    // Bigger fetches: a batch consumer wants many records per poll.
+    client
         .set("fetch.min.bytes", "1")
-        .set("queued.min.messages", "20000")
-        .create()
-        .map_err(KafkaError::Setup)?;
+        .set("queued.min.messages", "20000");
+    let consumer: StreamConsumer = create(&client, kafka)?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(KafkaError::Consume)?;
     let consumer = std::sync::Arc::new(consumer);

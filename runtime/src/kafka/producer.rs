@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 
-use super::{KafkaError, base_client_config, headers};
+use super::{FutureProducer, KafkaError, base_client_config, create, headers};
 use crate::config::KafkaConfig;
 
 /// Where the broker stored an acknowledged record.
@@ -30,7 +30,8 @@ pub struct Producer {
 impl Producer {
     /// Creates the producer (no network traffic yet; see [`super::check_cluster`]).
     pub fn new(config: &KafkaConfig, client_id: &str) -> Result<Self, KafkaError> {
-        let inner: FutureProducer = base_client_config(config, client_id)
+        let mut client = base_client_config(config, client_id);
+        client
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("partitioner", "murmur2_random")
@@ -38,9 +39,8 @@ impl Producer {
             // Callers wait for the ack before answering, so waiting to fill batches costs
             // latency; records queued while a request is in flight are batched anyway.
             .set("linger.ms", "1")
-            .set("message.timeout.ms", config.delivery_timeout_ms.to_string())
-            .create()
-            .map_err(KafkaError::Setup)?;
+            .set("message.timeout.ms", config.delivery_timeout_ms.to_string());
+        let inner: FutureProducer = create(&client, config)?;
         Ok(Self {
             inner,
             delivery_timeout: Duration::from_millis(config.delivery_timeout_ms),

@@ -120,8 +120,10 @@ pub enum SaslMechanism {
     /// User name and password in the clear (inside TLS).
     Plain,
     /// SCRAM with SHA-256.
+    #[serde(rename = "scram-sha-256")]
     ScramSha256,
     /// SCRAM with SHA-512 (MSK's SCRAM).
+    #[serde(rename = "scram-sha-512")]
     ScramSha512,
     /// MSK IAM: an OAUTHBEARER token that is a SigV4-presigned `kafka-cluster:Connect`
     /// request, signed with the default AWS credential chain (the ECS task role).
@@ -378,34 +380,32 @@ impl KafkaSecurity {
             }
             _ => {}
         }
-        match self.sasl_mechanism {
-            Some(
-                SaslMechanism::Plain | SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512,
-            ) => {
-                if self.username.as_deref().unwrap_or("").is_empty()
-                    || self.password.as_deref().unwrap_or("").is_empty()
-                {
-                    return Err(invalid(
-                        "kafka.security.username",
-                        "username and password are required by this sasl mechanism",
-                    ));
-                }
+        let needs_password = matches!(
+            self.sasl_mechanism,
+            Some(SaslMechanism::Plain | SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512)
+        );
+        if needs_password
+            && (self.username.as_deref().unwrap_or("").is_empty()
+                || self.password.as_deref().unwrap_or("").is_empty())
+        {
+            return Err(invalid(
+                "kafka.security.username",
+                "username and password are required by this sasl mechanism",
+            ));
+        }
+        if self.sasl_mechanism == Some(SaslMechanism::AwsMskIam) {
+            if self.protocol != KafkaProtocol::SaslSsl {
+                return Err(invalid(
+                    "kafka.security.protocol",
+                    "aws-msk-iam needs sasl_ssl: the token must not cross the network in the clear",
+                ));
             }
-            Some(SaslMechanism::AwsMskIam) => {
-                if self.protocol != KafkaProtocol::SaslSsl {
-                    return Err(invalid(
-                        "kafka.security.protocol",
-                        "aws-msk-iam needs sasl_ssl: the token must not cross the network in the clear",
-                    ));
-                }
-                if self.aws_region.as_deref().unwrap_or("").is_empty() {
-                    return Err(invalid(
-                        "kafka.security.aws_region",
-                        "is required by aws-msk-iam",
-                    ));
-                }
+            if self.aws_region.as_deref().unwrap_or("").is_empty() {
+                return Err(invalid(
+                    "kafka.security.aws_region",
+                    "is required by aws-msk-iam",
+                ));
             }
-            None => {}
         }
         Ok(())
     }
@@ -491,6 +491,76 @@ mod tests {
             assert!(msg.contains(field), "{key}={value}: {msg}");
             assert!(!msg.contains('\n'), "one line: {msg}");
         }
+    }
+
+    #[test]
+    fn kafka_security_combinations_are_checked() {
+        let load = |pairs: &[(&str, &str)]| {
+            let mut figment = Figment::from(Serialized::defaults(Config::local(listen())));
+            for (key, value) in pairs {
+                figment = figment.merge((*key, *value));
+            }
+            Config::from_figment(figment)
+        };
+        for (pairs, field) in [
+            (
+                &[("kafka.security.protocol", "sasl_ssl")][..],
+                "kafka.security.sasl_mechanism",
+            ),
+            (
+                &[("kafka.security.sasl_mechanism", "scram-sha-512")][..],
+                "kafka.security.sasl_mechanism",
+            ),
+            (
+                &[
+                    ("kafka.security.protocol", "sasl_ssl"),
+                    ("kafka.security.sasl_mechanism", "scram-sha-512"),
+                    ("kafka.security.username", "svc"),
+                ][..],
+                "kafka.security.username",
+            ),
+            (
+                &[
+                    ("kafka.security.protocol", "sasl_plaintext"),
+                    ("kafka.security.sasl_mechanism", "aws-msk-iam"),
+                    ("kafka.security.aws_region", "eu-west-1"),
+                ][..],
+                "kafka.security.protocol",
+            ),
+            (
+                &[
+                    ("kafka.security.protocol", "sasl_ssl"),
+                    ("kafka.security.sasl_mechanism", "aws-msk-iam"),
+                ][..],
+                "kafka.security.aws_region",
+            ),
+        ] {
+            let err = load(pairs).expect_err(field).to_string();
+            assert!(err.contains(field), "{pairs:?}: {err}");
+            assert!(!err.contains("unknown variant"), "{pairs:?}: {err}");
+        }
+        let msk = load(&[
+            ("kafka.security.protocol", "sasl_ssl"),
+            ("kafka.security.sasl_mechanism", "aws-msk-iam"),
+            ("kafka.security.aws_region", "eu-west-1"),
+            ("s3.credentials", "aws"),
+        ])
+        .expect("the production settings are valid");
+        assert_eq!(msk.s3.credentials, S3Credentials::Aws);
+        assert!(
+            !format!(
+                "{:?}",
+                load(&[
+                    ("kafka.security.protocol", "sasl_ssl"),
+                    ("kafka.security.sasl_mechanism", "scram-sha-512"),
+                    ("kafka.security.username", "svc"),
+                    ("kafka.security.password", "hunter2-secret"),
+                ])
+                .expect("scram")
+            )
+            .contains("hunter2-secret"),
+            "passwords are not printed"
+        );
     }
 
     #[test]

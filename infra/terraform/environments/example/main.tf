@@ -135,15 +135,19 @@ resource "aws_secretsmanager_secret_version" "token_secret" {
 
 locals {
   common_environment = {
-    TRIBUTARY_KAFKA__BROKERS          = module.kafka.bootstrap_brokers_sasl_iam
-    TRIBUTARY_CQL__CONTACT_POINTS     = jsonencode(module.scylla.contact_points)
-    TRIBUTARY_CQL__KEYSPACE           = var.keyspace
-    TRIBUTARY_CQL__REPLICATION_FACTOR = tostring(module.scylla.replication_factor)
-    TRIBUTARY_S3__ENDPOINT            = "https://s3.${var.region}.amazonaws.com"
-    TRIBUTARY_S3__REGION              = var.region
-    TRIBUTARY_S3__BUCKET              = module.storage.bucket_name
-    TRIBUTARY_S3__FORCE_PATH_STYLE    = "false"
-    TRIBUTARY_TELEMETRY__LOG_FORMAT   = "json"
+    TRIBUTARY_KAFKA__BROKERS = module.kafka.bootstrap_brokers_sasl_iam
+    # TLS + IAM, as the cluster requires: the runtime signs MSK IAM tokens with the task role.
+    TRIBUTARY_KAFKA__SECURITY__PROTOCOL       = "sasl_ssl"
+    TRIBUTARY_KAFKA__SECURITY__SASL_MECHANISM = "aws-msk-iam"
+    TRIBUTARY_KAFKA__SECURITY__AWS_REGION     = var.region
+    TRIBUTARY_CQL__CONTACT_POINTS             = jsonencode(module.scylla.contact_points)
+    TRIBUTARY_CQL__KEYSPACE                   = var.keyspace
+    TRIBUTARY_CQL__REPLICATION_FACTOR         = tostring(module.scylla.replication_factor)
+    TRIBUTARY_S3__ENDPOINT                    = "https://s3.${var.region}.amazonaws.com"
+    TRIBUTARY_S3__REGION                      = var.region
+    TRIBUTARY_S3__BUCKET                      = module.storage.bucket_name
+    TRIBUTARY_S3__FORCE_PATH_STYLE            = "false"
+    TRIBUTARY_TELEMETRY__LOG_FORMAT           = "json"
   }
 
   # The ingest-api and the bridge share the browser-facing settings.

@@ -151,11 +151,13 @@ resource "aws_iam_role_policy" "kafka" {
   policy = data.aws_iam_policy_document.kafka.json
 }
 
-# --- Static S3 credentials (while the runtime needs them) ---------------------------------
-# The runtime builds its S3 client and its presigner from TRIBUTARY_S3__ACCESS_KEY_ID /
-# _SECRET_ACCESS_KEY. This user carries the same policy as the task role, its key goes to
-# Secrets Manager and from there into the task. Presigned URLs signed with a user key stay
-# valid for their whole TTL (up to 7 days), where a role session's would end with the session.
+# --- Static S3 credentials (optional, s3_static_credentials) -------------------------------
+# By default the runtime signs with the task role (TRIBUTARY_S3__CREDENTIALS=aws). With
+# s3_static_credentials this user, carrying the same policy as the task role, signs instead:
+# its key goes to Secrets Manager and from there into the task. Presigned URLs signed with a
+# user key stay valid for their whole TTL (up to 7 days), where a role session's end with the
+# session (the runtime refreshes role keys an hour before they expire, so URLs of up to an
+# hour are safe).
 
 resource "aws_iam_user" "s3" {
   count = local.static_credentials ? 1 : 0

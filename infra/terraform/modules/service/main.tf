@@ -27,7 +27,12 @@ locals {
     for value in values(local.secrets) : regex("^(arn:[^:]+:secretsmanager:[^:]+:[^:]+:secret:[^:]+)", value)[0]
   ])
 
-  environment = merge(var.environment, {
+  # Without a static key the runtime signs with the task role (AWS's default credential chain).
+  s3_credentials_environment = local.has_s3 && !var.s3_static_credentials ? {
+    TRIBUTARY_S3__CREDENTIALS = "aws"
+  } : {}
+
+  environment = merge(var.environment, local.s3_credentials_environment, {
     TRIBUTARY_HTTP__LISTEN = "0.0.0.0:${var.port}"
   })
 

@@ -106,9 +106,9 @@ variable "s3_bucket_actions" {
 }
 
 variable "s3_static_credentials" {
-  description = "Also create an IAM user with the same S3 policy and pass its access key as TRIBUTARY_S3__ACCESS_KEY_ID / _SECRET_ACCESS_KEY (from Secrets Manager). Needed while the runtime signs with static keys only (see the README); set false once it uses the task role."
+  description = "Sign S3 requests and presigned URLs with an IAM user's access key (created here, passed as TRIBUTARY_S3__ACCESS_KEY_ID / _SECRET_ACCESS_KEY from Secrets Manager) instead of the task role. Only needed for presigned URLs that must outlive a role session (more than about an hour); see the README."
   type        = bool
-  default     = true
+  default     = false
 }
 
 variable "kafka_cluster_arn" {

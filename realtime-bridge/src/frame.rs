@@ -93,13 +93,46 @@ pub fn reauth(exp: i64) -> Bytes {
     )
 }
 
-/// Tells the page it fell behind: everything up to `last` was delivered and the stream now
-/// resumes from the log after it. The `id:` moves the browser's `Last-Event-ID` there too.
-pub fn reset(last: i64) -> Bytes {
+/// Why a stream sends `event: reset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetReason {
+    /// The subscriber fell further behind than its tenant's ring holds: nothing is lost, the
+    /// stream continues from the log (or the resume window) after the reset's position.
+    Lagged,
+    /// The client's `Last-Event-ID` is older than what the log still retains: the events
+    /// after it up to the reset's position are gone, so the page must refetch the state it
+    /// shows (`GET /v1/uploads/{id}`, `GET /v1/uploads`); the stream continues live.
+    HistoryExpired,
+}
+
+impl ResetReason {
+    /// The `reason` of the `reset` data.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lagged => "lagged",
+            Self::HistoryExpired => "history_expired",
+        }
+    }
+
+    /// Whether the page must refetch state (events were lost to it).
+    pub fn refetch(self) -> bool {
+        matches!(self, Self::HistoryExpired)
+    }
+}
+
+/// Tells the page the stream jumps: it continues after `last` (see [`ResetReason`] for what
+/// came before). The `id:` moves the browser's `Last-Event-ID` there too, so a reconnect
+/// resumes after the jump. `data: {"last_event_id", "reason", "refetch"}`.
+pub fn reset(last: i64, reason: ResetReason) -> Bytes {
     encode(
         Some(last),
         "reset",
-        format!("{{\"last_event_id\":\"{last}\"}}").as_bytes(),
+        format!(
+            "{{\"last_event_id\":\"{last}\",\"reason\":\"{}\",\"refetch\":{}}}",
+            reason.as_str(),
+            reason.refetch()
+        )
+        .as_bytes(),
     )
 }
 
@@ -115,6 +148,10 @@ mod tests {
         );
         assert_eq!(&encode(None, "x", b"1")[..], b"event: x\ndata: 1\n\n");
         assert_eq!(&retry(2500)[..], b"retry: 2500\n\n");
-        assert!(reset(5).starts_with(b"id: 5\nevent: reset\n"));
+        assert_eq!(
+            &reset(5, ResetReason::HistoryExpired)[..],
+            b"id: 5\nevent: reset\ndata: {\"last_event_id\":\"5\",\"reason\":\"history_expired\",\"refetch\":true}\n\n"
+        );
+        assert!(reset(5, ResetReason::Lagged).ends_with(b"\"refetch\":false}\n\n"));
     }
 }

@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, broadcast};
 
 use crate::fanout::{TenantFanout, Writers};
 use crate::frame::Frame;
+use crate::window::ResumeWindow;
 
 /// A tenant's rings.
 struct Channels {
@@ -59,6 +60,8 @@ pub struct Hub {
     /// Per lifecycle partition: the next offset the reader will publish. Everything below it
     /// has been handed to the rings (or had no subscriber when it was read).
     positions: Vec<AtomicI64>,
+    /// Recent lifecycle records of every partition, for resumes without a Kafka read.
+    window: ResumeWindow,
     /// Capacity of a lifecycle ring.
     lifecycle_capacity: usize,
     /// Capacity of a progress ring.
@@ -115,17 +118,20 @@ impl Drop for Subscription {
 
 impl Hub {
     /// A hub for a lifecycle topic of `partitions` partitions whose reader starts at
-    /// `starts` (one offset per partition), with `fanout_writers` writer threads.
+    /// `starts` (one offset per partition), with `fanout_writers` writer threads and a resume
+    /// window of `window_bytes`.
     pub fn new(
         starts: &[i64],
         lifecycle_capacity: usize,
         progress_capacity: usize,
         catchups_per_tenant: usize,
         fanout_writers: usize,
+        window_bytes: usize,
     ) -> Self {
         Self {
             tenants: RwLock::new(HashMap::new()),
             positions: starts.iter().map(|&o| AtomicI64::new(o)).collect(),
+            window: ResumeWindow::new(starts, window_bytes),
             lifecycle_capacity,
             progress_capacity,
             catchups_per_tenant,
@@ -209,6 +215,11 @@ impl Hub {
     /// Number of tenants with subscribers.
     pub fn tenants(&self) -> usize {
         self.tenants.read().map(|t| t.len()).unwrap_or(0)
+    }
+
+    /// The recent lifecycle records of every partition.
+    pub fn window(&self) -> &ResumeWindow {
+        &self.window
     }
 
     /// The next offset the reader will publish in lifecycle `partition`.
@@ -324,7 +335,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_reach_only_their_tenant_and_rings_go_away() {
-        let hub = Arc::new(Hub::new(&[0, 0], 4, 4, 1, 1));
+        let hub = Arc::new(Hub::new(&[0, 0], 4, 4, 1, 1, 0));
         let mut a = hub.subscribe("a");
         let mut b = hub.subscribe("b");
         hub.publish_lifecycle("a", frame(1), false);
@@ -339,7 +350,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_subscriber_keeps_the_rings() {
-        let hub = Arc::new(Hub::new(&[0], 4, 4, 1, 1));
+        let hub = Arc::new(Hub::new(&[0], 4, 4, 1, 1, 0));
         let first = hub.subscribe("a");
         let _second = hub.subscribe("a");
         drop(first);
@@ -348,7 +359,7 @@ mod tests {
 
     #[test]
     fn the_latest_progress_of_each_upload_is_kept_until_it_ends() {
-        let hub = Arc::new(Hub::new(&[0], 4, 4, 1, 1));
+        let hub = Arc::new(Hub::new(&[0], 4, 4, 1, 1, 0));
         let _subscriber = hub.subscribe("a");
         let progress = |upload: &str, n: u8| Frame {
             upload_id: Some(upload.to_string()),
@@ -379,7 +390,7 @@ mod tests {
 
     #[test]
     fn positions_only_move_forward() {
-        let hub = Hub::new(&[10, 20], 1, 1, 1, 1);
+        let hub = Hub::new(&[10, 20], 1, 1, 1, 1, 0);
         hub.advance(0, 14);
         hub.advance(0, 12);
         assert_eq!(hub.position(0), 15);

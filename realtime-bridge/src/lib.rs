@@ -4,6 +4,8 @@
 //! - [`settings`]: the `[bridge]` tunables and the shared token secret.
 //! - [`log`]: the live Kafka reader and the catch-up reads of one tenant's partition.
 //! - [`hub`]: per-tenant rings of encoded frames, and the reader's positions.
+//! - [`window`]: per-partition memory of recent lifecycle records, so most resumes need no
+//!   Kafka read.
 //! - [`frame`]: SSE encoding, once per event.
 //! - [`fanout`]: the writer threads that deliver live frames to idle lean HTTP/1.1 streams
 //!   straight to their sockets.
@@ -38,6 +40,7 @@ pub mod log;
 pub mod routes;
 pub mod session;
 pub mod settings;
+pub mod window;
 
 pub use settings::{BridgeSettings, Settings};
 
@@ -124,14 +127,7 @@ pub async fn serve(
 ) -> Result<(), BridgeError> {
     settings.validate()?;
     let catalog = load_catalog(&config.kafka).await?;
-    let (reader, hub) = log::LiveReader::connect(
-        &config.kafka,
-        settings.bridge.lifecycle_buffer,
-        settings.bridge.progress_buffer,
-        settings.bridge.max_catchups_per_tenant,
-        settings.bridge.fanout_writers(),
-    )
-    .await?;
+    let (reader, hub) = log::LiveReader::connect(&config.kafka, &settings.bridge).await?;
     // The reader is assigned already: streams opened from now on see everything after it.
     let live = Arc::new(AtomicBool::new(true));
     let reader = tokio::spawn(reader.run(catalog.clone(), hub.clone(), live.clone(), stop.clone()));

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
@@ -14,12 +15,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tributary_runtime::config::KafkaConfig;
 use tributary_runtime::kafka::{KafkaError, TENANT_ID_HEADER, base_client_config};
-use tributary_runtime::topics;
 use tributary_schemas::{Event, EventType, SchemaCatalog};
 
-use crate::BridgeError;
 use crate::frame::Frame;
 use crate::hub::Hub;
+use crate::{BridgeError, BridgeSettings};
 
 /// Client settings of a consumer that is assigned partitions and never joins a group or
 /// commits: every bridge instance reads the log for itself.
@@ -51,12 +51,30 @@ fn tenant_header<'a>(message: &'a BorrowedMessage<'_>) -> Option<&'a str> {
 
 async fn decode(catalog: &SchemaCatalog, message: &BorrowedMessage<'_>) -> Option<Event> {
     let payload = message.payload().unwrap_or_default();
+    decode_payload(
+        catalog,
+        payload,
+        message.topic(),
+        message.partition(),
+        message.offset(),
+    )
+    .await
+}
+
+/// Decodes the Avro `payload` of the record at `offset` of `topic`/`partition` (read from the
+/// log, or kept by the resume window); `None`, logged and counted, when it cannot be.
+pub(crate) async fn decode_payload(
+    catalog: &SchemaCatalog,
+    payload: &[u8],
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Option<Event> {
     match catalog.decode_async(payload).await {
         Ok(event) => Some(event),
         Err(error) => {
             // The processors dead-letter such records; the bridge only has nothing to show.
-            tracing::warn!(%error, topic = message.topic(), partition = message.partition(),
-                offset = message.offset(), "undecodable event skipped");
+            tracing::warn!(%error, topic, partition, offset, "undecodable event skipped");
             metrics::counter!("tributary_bridge_undecodable_total").increment(1);
             None
         }
@@ -68,27 +86,28 @@ async fn decode(catalog: &SchemaCatalog, message: &BorrowedMessage<'_>) -> Optio
 pub struct LiveReader {
     /// The assigned consumer.
     consumer: StreamConsumer,
+    /// The lifecycle topic (records of the other one are progress).
+    lifecycle_topic: String,
 }
 
 impl LiveReader {
     /// Connects, assigns every partition at its end and returns the reader with the hub whose
-    /// positions start there.
+    /// positions (and resume windows) start there.
     pub async fn connect(
         kafka: &KafkaConfig,
-        lifecycle_capacity: usize,
-        progress_capacity: usize,
-        catchups_per_tenant: usize,
-        fanout_writers: usize,
+        settings: &BridgeSettings,
     ) -> Result<(Self, Arc<Hub>), KafkaError> {
         let consumer: StreamConsumer = assigned(kafka, "live")
             .create()
             .map_err(KafkaError::Setup)?;
         let timeout = Duration::from_millis(kafka.connect_timeout_ms);
         let brokers = kafka.brokers.clone();
+        let lifecycle_topic = settings.lifecycle_topic.clone();
+        let progress_topic = settings.progress_topic.clone();
         let (consumer, lifecycle_starts) = tokio::task::spawn_blocking(move || {
             let mut assignment = TopicPartitionList::new();
             let mut lifecycle_starts = Vec::new();
-            for topic in [topics::LIFECYCLE, topics::PROGRESS] {
+            for topic in [lifecycle_topic.as_str(), progress_topic.as_str()] {
                 let metadata = consumer
                     .fetch_metadata(Some(topic), timeout)
                     .map_err(|source| KafkaError::Unreachable {
@@ -109,7 +128,7 @@ impl LiveReader {
                     assignment
                         .add_partition_offset(topic, partition, Offset::Offset(high))
                         .map_err(KafkaError::Setup)?;
-                    if topic == topics::LIFECYCLE {
+                    if topic == lifecycle_topic {
                         lifecycle_starts.push(high);
                     }
                 }
@@ -121,12 +140,17 @@ impl LiveReader {
         .map_err(|e| KafkaError::Task(e.to_string()))??;
         let hub = Arc::new(Hub::new(
             &lifecycle_starts,
-            lifecycle_capacity,
-            progress_capacity,
-            catchups_per_tenant,
-            fanout_writers,
+            settings.lifecycle_buffer,
+            settings.progress_buffer,
+            settings.max_catchups_per_tenant,
+            settings.fanout_writers(),
+            settings.resume_window_bytes,
         ));
-        Ok((Self { consumer }, hub))
+        let reader = Self {
+            consumer,
+            lifecycle_topic: settings.lifecycle_topic.clone(),
+        };
+        Ok((reader, hub))
     }
 
     /// Reads until `stop`: each record is decoded once (only for tenants with subscribers),
@@ -153,13 +177,20 @@ impl LiveReader {
                     }
                 },
             };
-            let lifecycle = message.topic() == topics::LIFECYCLE;
+            let lifecycle = message.topic() == self.lifecycle_topic;
+            let (partition, offset) = (message.partition(), message.offset());
+            let header = tenant_header(&message);
             if lifecycle {
                 // Before anything is published: see `Hub::advance`.
-                hub.advance(message.partition(), message.offset());
+                hub.advance(partition, offset);
+                // Before the tenant's subscribers are looked up: see `crate::window`. A copy
+                // of the payload, so tenants without subscribers still cost no decoding.
+                let payload = message.payload().unwrap_or_default();
+                hub.window()
+                    .remember(partition, offset, header, Bytes::copy_from_slice(payload));
             }
             // The header is a cheap pre-filter; routing uses the decoded envelope.
-            if tenant_header(&message).is_some_and(|tenant| !hub.has_subscribers(tenant)) {
+            if header.is_some_and(|tenant| !hub.has_subscribers(tenant)) {
                 continue;
             }
             let Some(event) = decode(&catalog, &message).await else {
@@ -186,7 +217,10 @@ impl LiveReader {
             );
             match frame {
                 Ok(frame) if lifecycle => {
-                    hub.publish_lifecycle(tenant, Arc::new(frame), ends_upload)
+                    let frame = Arc::new(frame);
+                    hub.window()
+                        .upgrade(partition, offset, tenant, frame.clone());
+                    hub.publish_lifecycle(tenant, frame, ends_upload)
                 }
                 Ok(frame) => hub.publish_progress(tenant, frame),
                 Err(error) => tracing::warn!(%error, "event not encodable as json"),
@@ -199,9 +233,11 @@ impl LiveReader {
     }
 }
 
-/// The first lifecycle offset of `partition` appended at or after `millis` (or the end).
+/// The first offset of lifecycle `topic`'s `partition` appended at or after `millis` (or the
+/// end).
 pub async fn offset_at(
     kafka: &KafkaConfig,
+    topic: &str,
     partition: i32,
     millis: i64,
 ) -> Result<i64, KafkaError> {
@@ -209,25 +245,46 @@ pub async fn offset_at(
         .create()
         .map_err(KafkaError::Setup)?;
     let timeout = Duration::from_millis(kafka.connect_timeout_ms);
+    let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
         let mut by_time = TopicPartitionList::new();
         by_time
-            .add_partition_offset(topics::LIFECYCLE, partition, Offset::Offset(millis))
+            .add_partition_offset(&topic, partition, Offset::Offset(millis))
             .map_err(KafkaError::Setup)?;
         let found = consumer
             .offsets_for_times(by_time, timeout)
             .map_err(KafkaError::Setup)?;
-        let offset = found
-            .find_partition(topics::LIFECYCLE, partition)
-            .map(|e| e.offset());
+        let offset = found.find_partition(&topic, partition).map(|e| e.offset());
         match offset {
             Some(Offset::Offset(o)) => Ok(o),
             // No record at or after that time: the history starts at the end.
             _ => consumer
-                .fetch_watermarks(topics::LIFECYCLE, partition, timeout)
+                .fetch_watermarks(&topic, partition, timeout)
                 .map(|(_, high)| high)
                 .map_err(KafkaError::Setup),
         }
+    })
+    .await
+    .map_err(|e| KafkaError::Task(e.to_string()))?
+}
+
+/// The low and high watermarks of `topic`'s `partition`: the first offset the log still
+/// retains and the offset the next record will get.
+pub async fn watermarks(
+    kafka: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), KafkaError> {
+    let consumer: BaseConsumer = assigned(kafka, "bounds")
+        .create()
+        .map_err(KafkaError::Setup)?;
+    let timeout = Duration::from_millis(kafka.connect_timeout_ms);
+    let topic = topic.to_string();
+    // The query blocks, and destroying the client joins its threads: both off the workers.
+    tokio::task::spawn_blocking(move || {
+        consumer
+            .fetch_watermarks(&topic, partition, timeout)
+            .map_err(KafkaError::Setup)
     })
     .await
     .map_err(|e| KafkaError::Task(e.to_string()))?
@@ -267,6 +324,8 @@ impl Drop for CatchUp {
 /// Where a catch-up starts and ends, and what it keeps.
 #[derive(Debug, Clone)]
 pub struct CatchUpRange {
+    /// Lifecycle topic.
+    pub topic: String,
     /// Lifecycle partition of the tenant.
     pub partition: i32,
     /// First offset to read.
@@ -306,11 +365,7 @@ impl CatchUp {
             .map_err(KafkaError::Setup)?;
         let mut assignment = TopicPartitionList::new();
         assignment
-            .add_partition_offset(
-                topics::LIFECYCLE,
-                range.partition,
-                Offset::Offset(range.from),
-            )
+            .add_partition_offset(&range.topic, range.partition, Offset::Offset(range.from))
             .map_err(KafkaError::Setup)?;
         consumer.assign(&assignment).map_err(KafkaError::Setup)?;
         Ok(Some(Self {

@@ -144,6 +144,12 @@ pub(crate) async fn start(
         return Err(HttpError::unavailable("the kafka reader is not running"));
     }
     let mut after = last_event_id(headers, query.last_event_id.as_deref())?;
+    let partition =
+        tributary_runtime::kafka::partition_for(claims.tid.as_bytes(), app.hub.partitions());
+    let history_expired = match after {
+        Some(after) => resume_bound(&app, partition, after).await? == Bound::Expired,
+        None => false,
+    };
     if let Some(upload) = &upload {
         // Upload ids are UUIDv7s minted by the API; anything else names no upload. Which
         // tenant owns a well-formed id is never looked up: the stream only ever holds the
@@ -160,6 +166,7 @@ pub(crate) async fn start(
             tenant: claims.tid,
             upload,
             after,
+            history_expired,
             expires_at: claims.exp,
             now,
         },
@@ -208,6 +215,60 @@ fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Result<Option<i64>
     }
 }
 
+/// Where a client's `Last-Event-ID` lies in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    /// Everything after it is still there (in the log or the resume window).
+    Retained,
+    /// Retention deleted records after it: the stream starts with `reset`.
+    Expired,
+}
+
+/// Checks a client's `Last-Event-ID` (`after`) against the tenant's lifecycle partition.
+/// Inside the resume window it is fine without asking Kafka (most resumes). Otherwise the
+/// partition's watermarks decide: at or beyond the high watermark the id names no record of
+/// this cluster (forged, or from another cluster), a 400 rather than a stream that waits for
+/// an offset that may never come; below the low watermark retention deleted what follows it.
+async fn resume_bound(app: &AppState, partition: i32, after: i64) -> Result<Bound, HttpError> {
+    if app.hub.window().covers(partition, after) {
+        return Ok(Bound::Retained);
+    }
+    let topic = &app.settings.bridge.lifecycle_topic;
+    let (low, high) = {
+        // A lookup opens a Kafka client, like a catch-up: both share the bound.
+        let _permit = app
+            .catchups
+            .acquire()
+            .await
+            .map_err(|_| HttpError::unavailable("the bridge is shutting down"))?;
+        crate::log::watermarks(&app.kafka, topic, partition)
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, partition, "cannot read the log's watermarks");
+                HttpError::unavailable("the event log is unreachable")
+            })?
+    };
+    if after >= high {
+        tracing::info!(
+            partition,
+            after,
+            high,
+            "last-event-id beyond the end of the log"
+        );
+        return Err(HttpError::bad_request(
+            "last_event_id_ahead",
+            format!(
+                "last-event-id {after} is beyond the end of the event log (the next event \
+                 will be {high}): it was not sent by this service; reconnect without it"
+            ),
+        ));
+    }
+    if after.saturating_add(1) < low {
+        return Ok(Bound::Expired);
+    }
+    Ok(Bound::Retained)
+}
+
 /// First offset of the tenant's lifecycle partition that may hold the upload's events: the
 /// log position at the time in its UUIDv7 id (minus some slack), bounded in age.
 async fn history_start(app: &AppState, tenant: &str, id: &uuid::Uuid) -> Result<i64, HttpError> {
@@ -235,7 +296,8 @@ async fn history_start(app: &AppState, tenant: &str, id: &uuid::Uuid) -> Result<
         .acquire()
         .await
         .map_err(|_| HttpError::unavailable("the bridge is shutting down"))?;
-    crate::log::offset_at(&app.kafka, partition, from_ms)
+    let topic = &app.settings.bridge.lifecycle_topic;
+    crate::log::offset_at(&app.kafka, topic, partition, from_ms)
         .await
         .map_err(|error| {
             tracing::warn!(%error, "cannot find an upload's history in the log");

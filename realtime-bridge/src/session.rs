@@ -7,6 +7,16 @@
 //! the log, every frame at or above `p` arrives on the ring; the catch-up reads
 //! `(last delivered, p)` and live frames at or below the last delivered offset are skipped.
 //! So the stream has neither a gap nor a duplicate.
+//!
+//! A catch-up whose start is inside the resume window ([`crate::window`]) is read from memory
+//! instead, with the same argument: the session subscribes first, then snapshots the window
+//! under its partition's lock; the snapshot holds the tenant's records below its `end`, the
+//! receivers deliver those at or above it, and after the snapshot's records the last
+//! delivered offset is `end - 1`, so live frames below `end` are skipped.
+//!
+//! A `Last-Event-ID` older than what the log retains ([`Start::history_expired`]) starts the
+//! stream with `event: reset` (reason `history_expired`) at the reader's position and
+//! continues live: the gap is announced, never skipped silently.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -20,9 +30,10 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::AppState;
-use crate::frame::{self, Frame};
+use crate::frame::{self, Frame, ResetReason};
 use crate::hub::Subscription;
 use crate::log::{CatchUp, CatchUpRange};
+use crate::window::{Payload, Replayed};
 
 /// The bridge's metric handles, resolved once: a registry lookup per delivered frame would
 /// cost more than the delivery at 10,000 subscribers.
@@ -30,8 +41,14 @@ use crate::log::{CatchUp, CatchUpRange};
 pub struct Metrics {
     /// `tributary_bridge_connections`.
     connections: metrics::Gauge,
-    /// `tributary_bridge_resets_total`.
+    /// `tributary_bridge_resets_total{reason="lagged"}`.
     resets: metrics::Counter,
+    /// `tributary_bridge_resets_total{reason="history_expired"}`.
+    resets_expired: metrics::Counter,
+    /// `tributary_bridge_resumes_total{source="memory"}`: catch-ups served by the window.
+    resumes_memory: metrics::Counter,
+    /// `tributary_bridge_resumes_total{source="log"}`: catch-ups that read Kafka.
+    resumes_log: metrics::Counter,
     /// `tributary_bridge_progress_dropped_total`.
     progress_dropped: metrics::Counter,
     /// `tributary_bridge_fanout_latency_seconds`.
@@ -43,13 +60,22 @@ impl Metrics {
     pub fn register() -> Self {
         let this = Self {
             connections: metrics::gauge!("tributary_bridge_connections"),
-            resets: metrics::counter!("tributary_bridge_resets_total"),
+            resets: metrics::counter!("tributary_bridge_resets_total", "reason" => "lagged"),
+            resets_expired: metrics::counter!(
+                "tributary_bridge_resets_total",
+                "reason" => "history_expired"
+            ),
+            resumes_memory: metrics::counter!("tributary_bridge_resumes_total", "source" => "memory"),
+            resumes_log: metrics::counter!("tributary_bridge_resumes_total", "source" => "log"),
             progress_dropped: metrics::counter!("tributary_bridge_progress_dropped_total"),
             fanout_latency: metrics::histogram!("tributary_bridge_fanout_latency_seconds"),
         };
         // Increments by zero: other bridges in the same process (tests) share the recorder.
         this.connections.increment(0.0);
         this.resets.increment(0);
+        this.resets_expired.increment(0);
+        this.resumes_memory.increment(0);
+        this.resumes_log.increment(0);
         this.progress_dropped.increment(0);
         metrics::counter!("tributary_bridge_undecodable_total").increment(0);
         this
@@ -89,6 +115,9 @@ pub struct Start {
     /// Last lifecycle offset the client already has (`Last-Event-ID`), or where the upload's
     /// history begins minus one; `None` to start live.
     pub after: Option<i64>,
+    /// `after` is older than what the log retains (below the partition's low watermark): the
+    /// stream starts with `reset` (reason `history_expired`) and continues live.
+    pub history_expired: bool,
     /// Token expiry, seconds since the epoch.
     pub expires_at: i64,
     /// Now, seconds since the epoch (the token was checked against it).
@@ -103,6 +132,14 @@ pub enum Step {
     Idle,
     /// The stream ended.
     End,
+}
+
+/// A catch-up from the resume window: the snapshot's records not yet turned into blocks.
+struct Replay {
+    /// The tenant's records, in offset order.
+    records: VecDeque<Replayed>,
+    /// The snapshot's end: every offset below it is covered once the records are written.
+    end: i64,
 }
 
 /// The state of one stream.
@@ -122,8 +159,10 @@ pub struct Session {
     last: i64,
     /// Frames ready to be written.
     pending: VecDeque<Bytes>,
-    /// A catch-up not yet started: `[from, end)`.
+    /// A catch-up from the log not yet started: `[from, end)`.
     planned: Option<(i64, i64)>,
+    /// A catch-up from the resume window not yet written.
+    replay: Option<Replay>,
     /// The catch-up being read.
     catchup: Option<CatchUp>,
     /// When the timer is due: the earliest of heartbeat, reauth and expiry.
@@ -165,13 +204,8 @@ impl Session {
     pub fn new(app: AppState, start: Start) -> Self {
         let partition =
             tributary_runtime::kafka::partition_for(start.tenant.as_bytes(), app.hub.partitions());
-        // Subscribe before reading the position (see the module docs).
+        // Subscribe before reading the position or the window (see the module docs).
         let subscription = app.hub.subscribe(&start.tenant);
-        let live_from = app.hub.position(partition);
-        let (last, planned) = match start.after {
-            Some(after) => (after, Some((after + 1, live_from))),
-            None => (live_from - 1, None),
-        };
         let settings = &app.settings.bridge;
         let remaining =
             Duration::from_secs(u64::try_from(start.expires_at - start.now).unwrap_or(0));
@@ -189,14 +223,15 @@ impl Session {
             jitter => getrandom::u64().unwrap_or(0) % (jitter + 1),
         };
         let pending = VecDeque::from([frame::retry(settings.retry_base_ms + jitter)]);
-        Self {
+        let mut session = Self {
             tenant: start.tenant,
             upload: start.upload,
             partition,
             subscription,
-            last,
+            last: -1,
             pending,
-            planned,
+            planned: None,
+            replay: None,
             catchup: None,
             wakeup: first_wakeup,
             timer: None,
@@ -213,6 +248,100 @@ impl Session {
             done: false,
             _gauge: ConnectionGauge::open(&app.metrics.connections),
             app,
+        };
+        match start.after {
+            Some(_) if start.history_expired => {
+                // Announce the gap and jump to the live position: a catch-up from the low
+                // watermark would replay what the page refetches anyway, possibly days of it.
+                session.app.metrics.resets_expired.increment(1);
+                tracing::info!(tenant = %session.tenant, partition, after = ?start.after,
+                    "last-event-id older than the log retains; sending reset");
+                session.last = session.app.hub.position(partition) - 1;
+                let reset = frame::reset(session.last, ResetReason::HistoryExpired);
+                session.pending.push_back(reset);
+            }
+            Some(after) => session.plan_catchup(after),
+            None => session.last = session.app.hub.position(partition) - 1,
+        }
+        session
+    }
+
+    /// Plans the catch-up after `after` up to where the receivers (subscribed just before)
+    /// take over: from the resume window when it holds everything after `after`, from the
+    /// log otherwise.
+    fn plan_catchup(&mut self, after: i64) {
+        self.last = after;
+        match self
+            .app
+            .hub
+            .window()
+            .snapshot(self.partition, &self.tenant, after)
+        {
+            Some(snapshot) => {
+                self.app.metrics.resumes_memory.increment(1);
+                self.replay = Some(Replay {
+                    records: snapshot.records.into(),
+                    end: snapshot.end,
+                });
+            }
+            None => {
+                self.app.metrics.resumes_log.increment(1);
+                let live_from = self.app.hub.position(self.partition);
+                self.planned = Some((after.saturating_add(1), live_from));
+            }
+        }
+    }
+
+    /// Turns up to `max` records of the window's snapshot into blocks; once all are, every
+    /// offset below the snapshot's end counts as delivered (offsets not kept belong to other
+    /// uploads or tenants).
+    async fn replay_batch(&mut self, mut replay: Replay, max: usize) {
+        let mut turned = 0;
+        while turned < max {
+            let Some(Replayed { offset, payload }) = replay.records.pop_front() else {
+                break;
+            };
+            turned += 1;
+            if offset <= self.last {
+                continue;
+            }
+            let frame = match payload {
+                Payload::Frame(frame) => frame,
+                Payload::Record(bytes) => {
+                    let topic = &self.app.settings.bridge.lifecycle_topic;
+                    let Some(event) = crate::log::decode_payload(
+                        &self.app.catalog,
+                        &bytes,
+                        topic,
+                        self.partition,
+                        offset,
+                    )
+                    .await
+                    else {
+                        continue;
+                    };
+                    // The header may have been missing: the envelope decides, as in the log.
+                    if event.meta.tenant_id != self.tenant {
+                        continue;
+                    }
+                    match Frame::lifecycle(offset, &event, None) {
+                        Ok(frame) => Arc::new(frame),
+                        Err(error) => {
+                            tracing::warn!(%error, offset, "event not encodable as json");
+                            continue;
+                        }
+                    }
+                }
+            };
+            if frame.is_for(self.upload.as_deref()) {
+                self.last = offset;
+                self.pending.push_back(frame.bytes.clone());
+            }
+        }
+        if replay.records.is_empty() {
+            self.last = self.last.max(replay.end - 1);
+        } else {
+            self.replay = Some(replay);
         }
     }
 
@@ -247,8 +376,14 @@ impl Session {
             if self.done || Instant::now() >= self.expires_at || self.app.stop.is_cancelled() {
                 return Step::End;
             }
+            if let Some(replay) = self.replay.take() {
+                let batch = self.app.settings.bridge.catchup_batch;
+                self.replay_batch(replay, batch).await;
+                continue;
+            }
             if let Some((from, end)) = self.planned.take() {
                 let range = CatchUpRange {
+                    topic: self.app.settings.bridge.lifecycle_topic.clone(),
                     partition: self.partition,
                     from,
                     end,
@@ -333,7 +468,11 @@ impl Session {
 
     /// Nothing to write, no catch-up to run, not ended: only live frames can come next.
     pub fn is_live(&self) -> bool {
-        self.pending.is_empty() && self.planned.is_none() && self.catchup.is_none() && !self.done
+        self.pending.is_empty()
+            && self.planned.is_none()
+            && self.replay.is_none()
+            && self.catchup.is_none()
+            && !self.done
     }
 
     /// [`Session::is_live`] and no frame waiting on either ring.
@@ -494,15 +633,15 @@ impl Session {
     }
 
     /// The subscriber fell further behind than its tenant's ring holds: tell it where it is,
-    /// take fresh receivers and plan a catch-up from the log up to where they start.
+    /// take fresh receivers and plan a catch-up (window or log) up to where they start.
     fn reset(&mut self) -> Bytes {
         self.app.metrics.resets.increment(1);
         let fresh = self.app.hub.subscribe(&self.tenant);
         // The old receivers go only after the new ones exist, so the tenant's rings (and
         // their position) survive the swap.
         self.subscription = fresh;
-        let live_from = self.app.hub.position(self.partition);
-        self.planned = Some((self.last + 1, live_from));
-        frame::reset(self.last)
+        let reset = frame::reset(self.last, ResetReason::Lagged);
+        self.plan_catchup(self.last);
+        reset
     }
 }

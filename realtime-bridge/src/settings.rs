@@ -4,7 +4,7 @@
 
 use figment::Figment;
 use serde::Deserialize;
-use tributary_runtime::token;
+use tributary_runtime::{token, topics};
 
 /// Tunables of the SSE fan-out.
 #[derive(Debug, Clone, Deserialize)]
@@ -33,8 +33,18 @@ pub struct BridgeSettings {
     /// Catch-ups one tenant may run at once (within `max_concurrent_catchups`): a tenant
     /// resuming many streams from far back queues behind itself, not in front of others.
     pub max_catchups_per_tenant: usize,
-    /// Frames one catch-up step reads before handing them to the socket.
+    /// Frames one catch-up step reads before handing them to the socket (from the log or
+    /// the resume window).
     pub catchup_batch: usize,
+    /// Bytes of recent lifecycle records kept in memory for resumes, for the whole process
+    /// (split evenly over the lifecycle partitions; see [`crate::window`]). A resume,
+    /// `reset` or history replay that starts inside a partition's window is served from it
+    /// without a Kafka read. Counted per record: its encoded frame or Avro payload, its
+    /// tenant id and about 120 bytes of bookkeeping, so the process never holds more than
+    /// this (plus allocator slack). The default, 16 MiB, keeps the last 1,600 (as frames) to
+    /// 3,300 (as payloads) `PartConfirmed` events of each of 12 partitions; 0 keeps nothing
+    /// (every resume outside the window's tip reads the log).
+    pub resume_window_bytes: usize,
     /// Longest wait for the log during a catch-up, seconds; the stream is closed after it
     /// (the browser reconnects with its `Last-Event-ID`, nothing is lost).
     pub catchup_timeout_secs: u64,
@@ -54,6 +64,11 @@ pub struct BridgeSettings {
     /// to its share of a tenant's idle lean HTTP/1.1 streams. 0 (the default) means one per
     /// core, as many as the async runtime's workers.
     pub fanout_writers: usize,
+    /// The lifecycle topic read. Only ever changed to point a bridge at a copy of the
+    /// declared topic (the tests use dedicated topics to exercise retention).
+    pub lifecycle_topic: String,
+    /// The progress topic read (see `lifecycle_topic`).
+    pub progress_topic: String,
 }
 
 impl BridgeSettings {
@@ -83,6 +98,9 @@ impl Default for BridgeSettings {
             reuse_port: false,
             lean_http1: true,
             fanout_writers: 0,
+            resume_window_bytes: 16 << 20,
+            lifecycle_topic: topics::LIFECYCLE.to_string(),
+            progress_topic: topics::PROGRESS.to_string(),
         }
     }
 }
@@ -185,6 +203,9 @@ impl Settings {
         if b.catchup_timeout_secs == 0 {
             return invalid("bridge.catchup_timeout_secs", "must be at least 1");
         }
+        if b.lifecycle_topic.is_empty() || b.progress_topic.is_empty() {
+            return invalid("bridge.lifecycle_topic", "topic names must not be empty");
+        }
         Ok(())
     }
 }
@@ -203,6 +224,8 @@ mod tests {
         assert_eq!(settings.token_secret, "x".repeat(40));
         assert_eq!(settings.bridge.heartbeat_secs, 5);
         assert_eq!(settings.bridge.lifecycle_buffer, 64);
+        assert_eq!(settings.bridge.resume_window_bytes, 16 << 20);
+        assert_eq!(settings.bridge.lifecycle_topic, topics::LIFECYCLE);
     }
 
     #[test]

@@ -379,3 +379,106 @@ impl Rng {
         self.0 % n
     }
 }
+
+/// A lifecycle and a progress topic of a test's own, so it can delete records (retention)
+/// and know every record of the partition, without touching the shared topics.
+pub struct Topics {
+    /// The lifecycle copy.
+    pub lifecycle: String,
+    /// The progress copy.
+    pub progress: String,
+}
+
+impl Topics {
+    /// Creates both with `partitions` partitions.
+    pub async fn create(config: &Config, partitions: i32) -> Self {
+        let topics = Self {
+            lifecycle: testing::unique("rb_lifecycle"),
+            progress: testing::unique("rb_progress"),
+        };
+        for topic in [&topics.lifecycle, &topics.progress] {
+            testing::create_topic(config, topic, partitions)
+                .await
+                .expect("create topic");
+        }
+        topics
+    }
+
+    /// Points a bridge at them.
+    pub fn apply(&self, settings: &mut BridgeSettings) {
+        settings.lifecycle_topic = self.lifecycle.clone();
+        settings.progress_topic = self.progress.clone();
+    }
+
+    /// Publishes a lifecycle `event` to the copy, framed and keyed as the services do.
+    pub async fn publish(&self, publisher: &EventPublisher, event: &Event) -> i64 {
+        let payload = publisher.catalog().encode(event).expect("encode");
+        let headers: [(&str, &[u8]); 2] = [
+            (
+                tributary_runtime::kafka::EVENT_TYPE_HEADER,
+                event.event_type().as_bytes(),
+            ),
+            (
+                tributary_runtime::kafka::TENANT_ID_HEADER,
+                event.meta.tenant_id.as_bytes(),
+            ),
+        ];
+        publisher
+            .producer()
+            .send(
+                &self.lifecycle,
+                event.partition_key().as_bytes(),
+                &payload,
+                &headers,
+            )
+            .await
+            .expect("published")
+            .offset
+    }
+
+    /// Deletes the lifecycle copy's records of `partition` below `before`, as retention would.
+    pub async fn delete_lifecycle_before(&self, config: &Config, partition: i32, before: i64) {
+        use rdkafka::admin::{AdminClient, AdminOptions};
+        use rdkafka::client::DefaultClientContext;
+        let admin: AdminClient<DefaultClientContext> =
+            tributary_runtime::kafka::base_client_config(&config.kafka, "tributary-tests")
+                .create()
+                .expect("admin client");
+        let mut offsets = rdkafka::TopicPartitionList::new();
+        offsets
+            .add_partition_offset(&self.lifecycle, partition, rdkafka::Offset::Offset(before))
+            .expect("partition list");
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let deleted = admin
+            .delete_records(&offsets, &options)
+            .await
+            .expect("delete records");
+        for element in deleted.elements() {
+            assert!(element.error().is_ok(), "delete records: {element:?}");
+        }
+    }
+
+    /// Deletes both topics (best effort: a leftover is harmless, its name is unique).
+    pub async fn delete(self, config: &Config) {
+        for topic in [&self.lifecycle, &self.progress] {
+            if let Err(error) = testing::delete_topic(config, topic).await {
+                println!("cannot delete test topic {topic}: {error}");
+            }
+        }
+    }
+}
+
+/// The value of the counter `name` with the label `label` (`key="value"`) in the bridge's
+/// `/metrics` (0 when absent).
+pub async fn counter(bridge: &Bridge, name: &str, label: &str) -> f64 {
+    let text = reqwest::get(bridge.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tributary_runtime::config::KafkaConfig;
-use tributary_runtime::kafka::{KafkaError, TENANT_ID_HEADER, base_client_config};
+use tributary_runtime::kafka::{
+    BaseConsumer, KafkaError, StreamConsumer, TENANT_ID_HEADER, base_client_config, create,
+};
 use tributary_schemas::{Event, EventType, SchemaCatalog};
 
 use crate::frame::Frame;
@@ -97,9 +99,7 @@ impl LiveReader {
         kafka: &KafkaConfig,
         settings: &BridgeSettings,
     ) -> Result<(Self, Arc<Hub>), KafkaError> {
-        let consumer: StreamConsumer = assigned(kafka, "live")
-            .create()
-            .map_err(KafkaError::Setup)?;
+        let consumer: StreamConsumer = create(&assigned(kafka, "live"), kafka)?;
         let timeout = Duration::from_millis(kafka.connect_timeout_ms);
         let brokers = kafka.brokers.clone();
         let lifecycle_topic = settings.lifecycle_topic.clone();
@@ -241,9 +241,7 @@ pub async fn offset_at(
     partition: i32,
     millis: i64,
 ) -> Result<i64, KafkaError> {
-    let consumer: BaseConsumer = assigned(kafka, "history")
-        .create()
-        .map_err(KafkaError::Setup)?;
+    let consumer: BaseConsumer = create(&assigned(kafka, "history"), kafka)?;
     let timeout = Duration::from_millis(kafka.connect_timeout_ms);
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
@@ -275,9 +273,7 @@ pub async fn watermarks(
     topic: &str,
     partition: i32,
 ) -> Result<(i64, i64), KafkaError> {
-    let consumer: BaseConsumer = assigned(kafka, "bounds")
-        .create()
-        .map_err(KafkaError::Setup)?;
+    let consumer: BaseConsumer = create(&assigned(kafka, "bounds"), kafka)?;
     let timeout = Duration::from_millis(kafka.connect_timeout_ms);
     let topic = topic.to_string();
     // The query blocks, and destroying the client joins its threads: both off the workers.
@@ -360,9 +356,7 @@ impl CatchUp {
             .acquire_owned()
             .await
             .map_err(|_| BridgeError::ShuttingDown)?;
-        let consumer: StreamConsumer = assigned(kafka, "catchup")
-            .create()
-            .map_err(KafkaError::Setup)?;
+        let consumer: StreamConsumer = create(&assigned(kafka, "catchup"), kafka)?;
         let mut assignment = TopicPartitionList::new();
         assignment
             .add_partition_offset(&range.topic, range.partition, Offset::Offset(range.from))

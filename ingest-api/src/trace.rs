@@ -1,5 +1,6 @@
-//! Trace context of HTTP requests. A request about an upload (`/v1/uploads/{id}/...`) runs in
-//! that upload's trace, whose id is the upload id (see
+//! Trace context of HTTP requests. A request about an upload (`/v1/uploads/{id}/...`, and
+//! Companion's `/s3/multipart/{id}/...` with or without the `/v1/uppy/{token}` prefix) runs
+//! in that upload's trace, whose id is the upload id (see
 //! `tributary_runtime::telemetry::join_upload_trace`), so initiation, part confirmations,
 //! completion and every processor's work on the upload form one trace. Other requests
 //! continue the caller's `traceparent`, or start a trace.
@@ -37,9 +38,16 @@ pub fn upload_span(route: &'static str, upload_id: &str) -> tracing::Span {
     span
 }
 
-/// The upload id of `/v1/uploads/{id}[/...]`.
+/// The upload id of `/v1/uploads/{id}[/...]`, `/s3/multipart/{id}[/...]` and
+/// `/v1/uppy/{token}/s3/multipart/{id}[/...]`.
 fn upload_of(path: &str) -> Option<&str> {
-    let rest = path.strip_prefix("/v1/uploads/")?;
+    let rest = path
+        .strip_prefix("/v1/uploads/")
+        .or_else(|| path.strip_prefix("/s3/multipart/"))
+        .or_else(|| {
+            let after_token = path.strip_prefix("/v1/uppy/")?.split_once('/')?.1;
+            after_token.strip_prefix("s3/multipart/")
+        })?;
     let id = rest.split('/').next()?;
     (!id.is_empty()).then_some(id)
 }
@@ -71,6 +79,12 @@ mod tests {
         assert_eq!(upload_of("/v1/uploads/abc"), Some("abc"));
         assert_eq!(upload_of("/v1/uploads"), None);
         assert_eq!(upload_of("/v1/uploads/"), None);
+        assert_eq!(upload_of("/s3/multipart/abc/3"), Some("abc"));
+        assert_eq!(upload_of("/s3/multipart/abc/complete"), Some("abc"));
+        assert_eq!(upload_of("/v1/uppy/tok.en/s3/multipart/abc"), Some("abc"));
+        assert_eq!(upload_of("/s3/multipart"), None);
+        assert_eq!(upload_of("/v1/uppy/tok.en/s3/multipart"), None);
+        assert_eq!(upload_of("/v1/uppy/tok.en/s3/params"), None);
         assert_eq!(
             route_of("/v1/uploads/abc/parts/3"),
             "/v1/uploads/{id}/parts/{n}"

@@ -1,6 +1,7 @@
 //! One upload, one trace: the ingest-api, assembler, validator, transformer and projector
 //! binaries export their spans over OTLP/HTTP to a receiver run by this test, and the spans
-//! of an image uploaded end to end share one trace id (the upload id's).
+//! of an image uploaded end to end share one trace id (the upload id's), whether it came
+//! through the native API or through Uppy's Companion routes.
 
 mod common;
 
@@ -203,6 +204,73 @@ async fn one_uploads_spans_from_every_service_share_one_trace_id() {
     .await;
 
     // Every service's spans of this upload are in the upload's trace.
+    let by_service = spans_by_service(&received, &upload).await;
+    // The API's part: initiation, the part confirmation and completion.
+    assert!(by_service["ingest-api"].len() >= 3, "{by_service:?}");
+    for service in ["assembler", "validator", "transformer", "projector"] {
+        assert!(
+            by_service[service].iter().any(|n| n == "kafka.consume"),
+            "{service}: {by_service:?}"
+        );
+    }
+
+    // The same through Uppy's Companion routes: create, sign a part, complete.
+    let bytes = jpeg();
+    let created: Value = http
+        .post(format!("{api}/s3/multipart"))
+        .bearer_auth(&key)
+        .json(&json!({"filename": "companion.jpg", "type": "image/jpeg", "metadata": {}}))
+        .send()
+        .await
+        .expect("companion create")
+        .json()
+        .await
+        .expect("json");
+    let upload = created["uploadId"].as_str().expect("uploadId").to_string();
+    let object_key = created["key"].as_str().expect("key").to_string();
+    let encoded_key: String = object_key
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let signed: Value = http
+        .get(format!("{api}/s3/multipart/{upload}/1?key={encoded_key}"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("companion sign")
+        .json()
+        .await
+        .expect("json");
+    let put = http
+        .put(signed["url"].as_str().expect("url"))
+        .body(bytes)
+        .send()
+        .await
+        .expect("put part");
+    assert_eq!(put.status(), 200);
+    let etag = put.headers()["etag"].to_str().expect("etag").to_string();
+    let completed = http
+        .post(format!(
+            "{api}/s3/multipart/{upload}/complete?key={encoded_key}"
+        ))
+        .bearer_auth(&key)
+        .json(&json!({"parts": [{"PartNumber": 1, "ETag": etag}]}))
+        .send()
+        .await
+        .expect("companion complete");
+    assert_eq!(completed.status(), 200);
+    let by_service = spans_by_service(&received, &upload).await;
+    // create, sign and complete, each in the upload's trace.
+    assert!(by_service["ingest-api"].len() >= 3, "{by_service:?}");
+}
+
+/// The span names per service in `upload`'s trace, once every service has some there.
+async fn spans_by_service(received: &Received, upload: &str) -> BTreeMap<String, Vec<String>> {
     let trace_id = upload.replace('-', "");
     let wanted: BTreeSet<&str> = [
         "ingest-api",
@@ -213,9 +281,9 @@ async fn one_uploads_spans_from_every_service_share_one_trace_id() {
     ]
     .into_iter()
     .collect();
-    let by_service = wait_for(
+    wait_for(
         "spans of every service in the trace",
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         async || {
             let spans = received.lock().expect("lock").clone();
             let mut by_service: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -228,13 +296,5 @@ async fn one_uploads_spans_from_every_service_share_one_trace_id() {
             wanted.is_subset(&have).then_some(by_service)
         },
     )
-    .await;
-    // The API's part: initiation, the part confirmation and completion.
-    assert!(by_service["ingest-api"].len() >= 3, "{by_service:?}");
-    for service in ["assembler", "validator", "transformer", "projector"] {
-        assert!(
-            by_service[service].iter().any(|n| n == "kafka.consume"),
-            "{service}: {by_service:?}"
-        );
-    }
+    .await
 }

@@ -22,6 +22,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 use tributary_schemas::{Event, PartConfirmed, UploadCompletionRequested, now_micros};
 
 use super::{initiated_event, own_session, policy_of, session_meta, unavailable_cql, validate};
@@ -158,65 +159,73 @@ pub async fn create(
         }
     };
     let upload_id = uuid::Uuid::now_v7().to_string();
-    let bucket = state.config.s3.bucket.clone();
-    let object_key = format!("uploads/{}/{upload_id}/original", principal.tenant_id);
-    let created = state
-        .s3
-        .create_multipart_upload()
-        .bucket(&bucket)
-        .key(&object_key)
-        .content_type(&content_type)
-        .send()
-        .await;
-    let Some(s3_upload_id) = created.ok().and_then(|c| c.upload_id) else {
-        release().await;
-        return Err(ApiError::unavailable(
-            "storage",
-            "create multipart upload failed",
-        ));
-    };
-    let now = now_micros();
-    let session = UploadSession {
-        upload_id: upload_id.clone(),
-        tenant_id: principal.tenant_id.clone(),
-        filename,
-        size: 0,
-        content_type,
-        bucket,
-        object_key: object_key.clone(),
-        s3_upload_id,
-        part_size: 0,
-        part_count: 0,
-        sha256: None,
-        state: SessionState::Uploading,
-        created_at: now,
-        expires_at: now + i64::try_from(state.settings.session_ttl_secs).unwrap_or(0) * 1_000_000,
-        correlation_id: upload_id.clone(),
-    };
-    // Size and parts are unknown until completion (client-planned): zero here, then one
-    // PartConfirmed per verified part.
-    let event = initiated_event(&session, metadata);
-    if let Err(error) = state.events.publish(&event).await {
-        let _ = state
+    // The upload's trace starts here, as with `POST /v1/uploads`: Companion's later calls
+    // name the upload in their path and join it (see `crate::trace`).
+    let span = crate::trace::upload_span("/s3/multipart", &upload_id);
+    async {
+        let bucket = state.config.s3.bucket.clone();
+        let object_key = format!("uploads/{}/{upload_id}/original", principal.tenant_id);
+        let created = state
             .s3
-            .abort_multipart_upload()
-            .bucket(&session.bucket)
+            .create_multipart_upload()
+            .bucket(&bucket)
             .key(&object_key)
-            .upload_id(&session.s3_upload_id)
+            .content_type(&content_type)
             .send()
             .await;
-        release().await;
-        return Err(ApiError::unavailable("kafka", error));
+        let Some(s3_upload_id) = created.ok().and_then(|c| c.upload_id) else {
+            release().await;
+            return Err(ApiError::unavailable(
+                "storage",
+                "create multipart upload failed",
+            ));
+        };
+        let now = now_micros();
+        let session = UploadSession {
+            upload_id: upload_id.clone(),
+            tenant_id: principal.tenant_id.clone(),
+            filename,
+            size: 0,
+            content_type,
+            bucket,
+            object_key: object_key.clone(),
+            s3_upload_id,
+            part_size: 0,
+            part_count: 0,
+            sha256: None,
+            state: SessionState::Uploading,
+            created_at: now,
+            expires_at: now
+                + i64::try_from(state.settings.session_ttl_secs).unwrap_or(0) * 1_000_000,
+            correlation_id: upload_id.clone(),
+        };
+        // Size and parts are unknown until completion (client-planned): zero here, then one
+        // PartConfirmed per verified part.
+        let event = initiated_event(&session, metadata);
+        if let Err(error) = state.events.publish(&event).await {
+            let _ = state
+                .s3
+                .abort_multipart_upload()
+                .bucket(&session.bucket)
+                .key(&object_key)
+                .upload_id(&session.s3_upload_id)
+                .send()
+                .await;
+            release().await;
+            return Err(ApiError::unavailable("kafka", error));
+        }
+        state
+            .store
+            .put_session(&session)
+            .await
+            .map_err(unavailable_cql)?;
+        Ok(Json(Created {
+            upload_id: upload_id.clone(),
+            key: object_key,
+        }))
     }
-    state
-        .store
-        .put_session(&session)
-        .await
-        .map_err(unavailable_cql)?;
-    Ok(Json(Created {
-        upload_id,
-        key: object_key,
-    }))
+    .instrument(span)
+    .await
 }
 
 fn reserve_error(error: ReserveError) -> ApiError {

@@ -106,6 +106,23 @@ render() {
       "$src" > "$dst"
 }
 
+# Makes the shared CARGO_TARGET_DIR safe to use from this checkout. Cargo names a workspace
+# crate's artifacts by its path *relative to the workspace*, so two checkouts (a CI clone, a
+# worktree) share them, and decides freshness by mtime: a file of this checkout older than
+# another checkout's last build would be taken as built, and its binaries would be the other
+# checkout's code. When the target directory was last used by another checkout, touching this
+# checkout's Rust sources makes cargo rebuild the workspace's own crates (never the
+# dependencies).
+claim_target_dir() {
+  local marker="$CARGO_TARGET_DIR/.tributary-checkout"
+  mkdir -p "$CARGO_TARGET_DIR"
+  if [ "$(cat "$marker" 2>/dev/null)" != "$REPO_ROOT" ]; then
+    log "target directory last built another checkout: rebuilding this workspace's crates"
+    (cd "$REPO_ROOT" && git ls-files -z -- '*.rs' '*Cargo.toml' | xargs -0 -r touch) || true
+    echo "$REPO_ROOT" > "$marker"
+  fi
+}
+
 # Fetches the runtime jars of stack/maven/$1.pom.xml into a cache directory keyed by the
 # pom's content hash, and prints that directory.
 maven_jars() {

@@ -9,6 +9,7 @@ TRIBUTARY_SERVICES=(ingest-api:8080 realtime-bridge:8081 projector:8082 assemble
 services_up() {
   mkdir -p "$SERVICES_STATE"
   log "building Tributary's services"
+  claim_target_dir
   (cd "$REPO_ROOT" && cargo build --locked --bins) || die "cargo build failed"
   local entry svc port waited
   for entry in "${TRIBUTARY_SERVICES[@]}"; do

@@ -281,20 +281,32 @@ async fn spans_by_service(received: &Received, upload: &str) -> BTreeMap<String,
     ]
     .into_iter()
     .collect();
-    wait_for(
-        "spans of every service in the trace",
-        Duration::from_secs(120),
-        async || {
-            let spans = received.lock().expect("lock").clone();
-            let mut by_service: BTreeMap<String, Vec<String>> = BTreeMap::new();
-            for (service, trace, name) in spans {
-                if trace == trace_id {
-                    by_service.entry(service).or_default().push(name);
-                }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let spans = received.lock().expect("lock").clone();
+        let mut by_service: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (service, trace, name) in spans {
+            if trace == trace_id {
+                by_service.entry(service).or_default().push(name);
             }
-            let have: BTreeSet<&str> = by_service.keys().map(String::as_str).collect();
-            wanted.is_subset(&have).then_some(by_service)
-        },
-    )
-    .await
+        }
+        let have: BTreeSet<&str> = by_service.keys().map(String::as_str).collect();
+        if wanted.is_subset(&have) {
+            return by_service;
+        }
+        if std::time::Instant::now() >= deadline {
+            let recent: Vec<_> = received
+                .lock()
+                .expect("lock")
+                .iter()
+                .rev()
+                .take(30)
+                .cloned()
+                .collect();
+            panic!(
+                "not every service's spans in trace {trace_id} within 120 s: {by_service:?}; recent: {recent:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

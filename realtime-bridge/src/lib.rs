@@ -96,8 +96,14 @@ pub struct AppState {
 }
 
 /// Binds the listener (with `SO_REUSEPORT` when `reuse_port`) after raising the process's
-/// open-file limit to its hard limit: every connection is a descriptor.
-pub fn listen(addr: std::net::SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+/// open-file limit to its hard limit: every connection is a descriptor. Accepted sockets
+/// inherit `send_buffer` bytes of kernel send buffer (0: the kernel's autotuning, up to
+/// `tcp_wmem`'s maximum).
+pub fn listen(
+    addr: std::net::SocketAddr,
+    reuse_port: bool,
+    send_buffer: usize,
+) -> std::io::Result<TcpListener> {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::info!(limit, "open-file limit"),
         Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
@@ -110,6 +116,9 @@ pub fn listen(addr: std::net::SocketAddr, reuse_port: bool) -> std::io::Result<T
     socket.set_reuseaddr(true)?;
     if reuse_port {
         socket.set_reuseport(true)?;
+    }
+    if send_buffer > 0 {
+        socket.set_send_buffer_size(u32::try_from(send_buffer).unwrap_or(u32::MAX))?;
     }
     socket.bind(addr)?;
     // A reconnect storm arrives all at once; a deep backlog keeps it from being refused.

@@ -36,8 +36,12 @@ async fn run() -> anyhow::Result<()> {
     let config = Config::load(DEFAULT_LISTEN)?;
     let telemetry = telemetry::init("realtime-bridge", &config.telemetry)?;
     let settings = Settings::load(&Config::figment(DEFAULT_LISTEN))?;
-    let listener = listen(config.http.listen, settings.bridge.reuse_port)
-        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    let listener = listen(
+        config.http.listen,
+        settings.bridge.reuse_port,
+        settings.bridge.socket_send_buffer,
+    )
+    .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     let stop = shutdown::on_signal();
     serve(config, settings, telemetry, listener, stop).await?;
     tracing::info!("realtime-bridge stopped");

@@ -23,9 +23,12 @@ pub struct BridgeSettings {
     /// Lifecycle frames buffered per tenant (shared by its subscribers); a subscriber further
     /// behind gets `event: reset` and resumes from the log. Each slot costs about 33 bytes per
     /// tenant with subscribers, allocated up front: with one browser per tenant, the rings are
-    /// most of a connection's memory, so they are small; a reset loses nothing.
+    /// most of a connection's memory, so they are small; a reset loses nothing, and its
+    /// catch-up is usually served from the resume window without a Kafka read. 16 (with
+    /// `progress_buffer` 4) keeps 10,000 one-tenant connections at about 8,100 bytes each.
     pub lifecycle_buffer: usize,
-    /// Progress frames buffered per tenant; a subscriber further behind loses the oldest.
+    /// Progress frames buffered per tenant; a subscriber further behind loses the oldest, and
+    /// gets each upload's latest progress instead (coalesced), so a few slots are enough.
     pub progress_buffer: usize,
     /// Catch-ups (reads of the log for a resume) running at once; each holds a Kafka
     /// consumer, so a reconnect storm is queued instead of opening thousands of them.
@@ -57,6 +60,13 @@ pub struct BridgeSettings {
     /// its open-file limit of connections). Off by default: two bridges started on the same
     /// port by mistake would otherwise silently share it.
     pub reuse_port: bool,
+    /// Kernel send buffer of each connection, bytes (`SO_SNDBUF`; Linux doubles it). Left to
+    /// autotuning, a client that stops reading lets the kernel buffer up to `tcp_wmem`'s
+    /// maximum (4 MiB by default) of stale frames per connection, and the bridge never sees
+    /// it fall behind; bounded, the bridge notices within a few dozen frames and coalesces
+    /// its progress or resets it. 64 KiB holds about a hundred lifecycle frames. 0 leaves it
+    /// to the kernel.
+    pub socket_send_buffer: usize,
     /// Serve HTTP/1.1 stream requests on the lean path (see [`crate::h1`]) instead of hyper:
     /// a fraction of the memory per idle connection. Off sends everything through axum.
     pub lean_http1: bool,
@@ -88,14 +98,15 @@ impl Default for BridgeSettings {
             reauth_lead_secs: 30,
             retry_base_ms: 2_000,
             retry_jitter_ms: 3_000,
-            lifecycle_buffer: 64,
-            progress_buffer: 16,
+            lifecycle_buffer: 16,
+            progress_buffer: 4,
             max_concurrent_catchups: 16,
             max_catchups_per_tenant: 4,
             catchup_batch: 256,
             catchup_timeout_secs: 10,
             history_max_age_secs: 7 * 24 * 3600,
             reuse_port: false,
+            socket_send_buffer: 64 << 10,
             lean_http1: true,
             fanout_writers: 0,
             resume_window_bytes: 16 << 20,
@@ -223,7 +234,7 @@ mod tests {
         let settings = Settings::load(&figment).expect("valid");
         assert_eq!(settings.token_secret, "x".repeat(40));
         assert_eq!(settings.bridge.heartbeat_secs, 5);
-        assert_eq!(settings.bridge.lifecycle_buffer, 64);
+        assert_eq!(settings.bridge.lifecycle_buffer, 16);
         assert_eq!(settings.bridge.resume_window_bytes, 16 << 20);
         assert_eq!(settings.bridge.lifecycle_topic, topics::LIFECYCLE);
     }

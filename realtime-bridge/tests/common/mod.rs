@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio_util::sync::CancellationToken;
-use tributary_realtime_bridge::{BridgeSettings, Settings, serve};
+use tributary_realtime_bridge::{BridgeSettings, Settings, listen, serve};
 use tributary_runtime::events::EventPublisher;
 use tributary_runtime::kafka::Producer;
 use tributary_runtime::token::{Capability, Claims, TokenSigner};
@@ -49,9 +49,13 @@ pub async fn start_bridge(tune: impl FnOnce(&mut BridgeSettings)) -> Bridge {
     let telemetry = telemetry::init("realtime-bridge-tests", &config.telemetry).expect("telemetry");
     let mut settings = Settings::with_secret(SECRET);
     tune(&mut settings.bridge);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    // Bound as the binary binds it (send buffer included).
+    let listener = listen(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        false,
+        settings.bridge.socket_send_buffer,
+    )
+    .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let stop = CancellationToken::new();
     let server = serve(config.clone(), settings, telemetry, listener, stop.clone());

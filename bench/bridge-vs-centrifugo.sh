@@ -53,10 +53,14 @@ log "results in $OUT"
 for run in $(seq 1 "$RUNS"); do
   for target in bridge centrifugo; do
     log "run $run/$RUNS: $target, $CONNECTIONS connections, $EVENTS events"
+    # Each run connects from its own 127.0.x.y: 10,000 sockets of the run before are still in
+    # TIME_WAIT, and reusing their source ports fails with "address already in use".
+    source_addr="127.0.$((20 + run)).$([ "$target" = bridge ] && echo 1 || echo 2)"
     # timeout signals the generator's whole process group: the server it started goes too.
-    if flock "$LOCK" timeout --kill-after=10 $((DEADLINE + 60)) \
+    # flock -o: the lock's descriptor must not be inherited by the servers.
+    if flock -o "$LOCK" timeout --kill-after=10 $((DEADLINE + 60)) \
       "$LOAD" --target="$target" --connections="$CONNECTIONS" --events="$EVENTS" \
-      --deadline-secs="$DEADLINE" --centrifugo-bin="$CENTRIFUGO" \
+      --deadline-secs="$DEADLINE" --centrifugo-bin="$CENTRIFUGO" --sources="$source_addr" \
       >"$OUT/$target-$run.log" 2>&1; then
       echo "run=$run $(grep '^RESULT' "$OUT/$target-$run.log")" >>"$OUT/results.txt"
       grep -E '^(RESULT|fan-out|rss)' "$OUT/$target-$run.log" >&2

@@ -6,9 +6,8 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
-use common::{ADMIN, Children, OPS, json_lines, start_api};
+use common::{ADMIN, Children, json_lines, ops_ok_with_env, start_api};
 use tributary_runtime::testing;
 
 /// The `TRIBUTARY_KAFKA__*` variables of the secured listener.
@@ -39,23 +38,6 @@ fn secured_env() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// `tributary-ops ARGS` over the secured listener; stdout of a successful run.
-fn secured_ops(args: &[&str]) -> String {
-    let output = Command::new(OPS)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .envs(secured_env())
-        .output()
-        .expect("run tributary-ops");
-    assert!(
-        output.status.success(),
-        "tributary-ops {args:?} failed: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf-8 output")
-}
-
 #[tokio::test]
 async fn api_and_ops_work_over_tls_and_scram() {
     let env = secured_env();
@@ -64,16 +46,19 @@ async fn api_and_ops_work_over_tls_and_scram() {
     let api = start_api(&mut children, &env).await;
 
     let name = testing::unique("secured tenant");
-    let created = &json_lines(&secured_ops(&[
-        "tenant",
-        "--api",
-        &api,
-        "--admin-token",
-        ADMIN,
-        "create",
-        "--name",
-        &name,
-    ]))[0];
+    let created = &json_lines(&ops_ok_with_env(
+        &[
+            "tenant",
+            "--api",
+            &api,
+            "--admin-token",
+            ADMIN,
+            "create",
+            "--name",
+            &name,
+        ],
+        &secured_env(),
+    ))[0];
     let tenant = created["tenant_id"]
         .as_str()
         .expect("tenant_id")
@@ -95,17 +80,20 @@ async fn api_and_ops_work_over_tls_and_scram() {
         .expect("json");
     let upload = initiated["upload_id"].as_str().expect("upload_id");
 
-    let lines = json_lines(&secured_ops(&[
-        "tail",
-        "lifecycle",
-        "--tenant",
-        &tenant,
-        "--from-beginning",
-        "--max",
-        "1",
-        "--timeout",
-        "30",
-    ]));
+    let lines = json_lines(&ops_ok_with_env(
+        &[
+            "tail",
+            "lifecycle",
+            "--tenant",
+            &tenant,
+            "--from-beginning",
+            "--max",
+            "1",
+            "--timeout",
+            "30",
+        ],
+        &secured_env(),
+    ));
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["event_type"], "UploadInitiated");
     assert_eq!(lines[0]["event"]["meta"]["upload_id"], upload);

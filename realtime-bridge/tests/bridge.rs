@@ -12,7 +12,7 @@ use tributary_runtime::testing::unique;
 use tributary_runtime::token::Capability;
 
 use common::{
-    Bridge, RawSse, Rng, initiated, part, partition_of, progress, publisher, start_bridge,
+    Bridge, RawSse, Rng, initiated, opened, part, partition_of, progress, publisher, start_bridge,
 };
 
 const SUBSCRIBE: &[Capability] = &[Capability::Subscribe];
@@ -30,17 +30,6 @@ async fn lifecycle_ids(sse: &mut common::Sse, count: usize, timeout: Duration) -
         ids.push(event.offset().expect("lifecycle events carry an id"));
     }
     ids
-}
-
-/// Waits until the stream is open (its first block is the `retry:` advice).
-async fn opened(sse: &mut common::Sse) {
-    assert_eq!(sse.status, 200);
-    let first = sse
-        .next_block(Duration::from_secs(20))
-        .await
-        .expect("first block in time")
-        .expect("stream open");
-    assert!(first.retry.is_some(), "streams start with retry: {first:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

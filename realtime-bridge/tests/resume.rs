@@ -11,23 +11,12 @@ use std::time::Duration;
 use tributary_runtime::testing::{self, unique};
 use tributary_runtime::token::Capability;
 
-use common::{Bridge, Topics, counter, initiated, part, publisher, start_bridge};
+use common::{Bridge, Topics, counter, initiated, opened, part, publisher, start_bridge};
 
 const SUBSCRIBE: &[Capability] = &[Capability::Subscribe];
 
 /// Serializes the tests of this file (see the module docs).
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Waits until the stream is open (its first block is the `retry:` advice).
-async fn opened(sse: &mut common::Sse) {
-    assert_eq!(sse.status, 200);
-    let first = sse
-        .next_block(Duration::from_secs(20))
-        .await
-        .expect("first block in time")
-        .expect("stream open");
-    assert!(first.retry.is_some(), "streams start with retry: {first:?}");
-}
 
 /// The resume counters: (memory, log).
 async fn resumes(bridge: &Bridge) -> (f64, f64) {

@@ -21,16 +21,27 @@ pub const ADMIN: &str = "dev-admin-token";
 
 /// Runs `tributary-ops ARGS` to completion (bounded by the command's own `--timeout`s).
 pub fn ops(args: &[&str]) -> Output {
+    ops_with_env(args, &[])
+}
+
+/// [`ops`] with extra environment variables (e.g. another Kafka configuration).
+pub fn ops_with_env(args: &[&str], env: &[(&str, String)]) -> Output {
     Command::new(OPS)
         .args(args)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .expect("run tributary-ops")
 }
 
 /// Runs `tributary-ops ARGS`, asserts success, and returns stdout.
 pub fn ops_ok(args: &[&str]) -> String {
-    let output = ops(args);
+    ops_ok_with_env(args, &[])
+}
+
+/// [`ops_ok`] with extra environment variables.
+pub fn ops_ok_with_env(args: &[&str], env: &[(&str, String)]) -> String {
+    let output = ops_with_env(args, env);
     assert!(
         output.status.success(),
         "tributary-ops {args:?} failed: {}\n{}",

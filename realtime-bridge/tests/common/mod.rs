@@ -486,3 +486,14 @@ pub async fn counter(bridge: &Bridge, name: &str, label: &str) -> f64 {
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Waits until the stream is open (its first block is the `retry:` advice).
+pub async fn opened(sse: &mut Sse) {
+    assert_eq!(sse.status, 200);
+    let first = sse
+        .next_block(Duration::from_secs(20))
+        .await
+        .expect("first block in time")
+        .expect("stream open");
+    assert!(first.retry.is_some(), "streams start with retry: {first:?}");
+}

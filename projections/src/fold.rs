@@ -47,16 +47,7 @@ pub fn state_after(event: &Event) -> Option<(&'static str, Option<(String, Strin
 
 /// The month bucket (`YYYY-MM`, UTC) of a time in micros since the epoch.
 pub fn month_of(micros: i64) -> String {
-    // Civil-from-days (Howard Hinnant's algorithm), to avoid a date crate for one function.
-    let days = micros.div_euclid(86_400_000_000);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, _) = tributary_schemas::civil_date(micros.div_euclid(86_400_000_000));
     format!("{year:04}-{month:02}")
 }
 

@@ -124,18 +124,8 @@ pub(crate) fn encode(value: &str, encode_slash: bool) -> String {
 
 /// (`yyyymmdd`, `yyyymmddThhmmssZ`) of a Unix time, UTC.
 pub(crate) fn timestamps(now_secs: i64) -> (String, String) {
-    let days = now_secs.div_euclid(86_400);
     let secs = now_secs.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = tributary_schemas::civil_date(now_secs.div_euclid(86_400));
     let date = format!("{year:04}{month:02}{day:02}");
     let time = format!("{:02}{:02}{:02}", secs / 3600, secs % 3600 / 60, secs % 60);
     (date.clone(), format!("{date}T{time}Z"))

@@ -35,7 +35,7 @@ pub use event::{
     NAMESPACE, PartConfirmed, PartitionKey, ProcessingFailed, QuotaChanged, TenantCreated,
     UploadAborted, UploadAssembled, UploadCompletionRequested, UploadDeleted, UploadExpired,
     UploadInitiated, UploadProgress, UploadReady, UploadRejected, UploadValidated, VariantProduced,
-    now_micros,
+    civil_date, now_micros,
 };
 pub use manifest::{CatalogError, Manifest, SchemaVersion};
 

@@ -141,10 +141,11 @@ impl CredentialSource {
         }
     }
 
-    /// Waits (without blocking the runtime) until keys are there, up to `timeout`.
-    pub async fn ready(&self, timeout: Duration) -> Result<(), CredentialsError> {
+    /// [`Self::current`] without blocking the runtime: waits up to `timeout` for the first
+    /// keys.
+    pub async fn ready(&self, timeout: Duration) -> Result<Arc<AwsKeys>, CredentialsError> {
         let source = self.clone();
-        tokio::task::spawn_blocking(move || source.current(timeout).map(|_| ()))
+        tokio::task::spawn_blocking(move || source.current(timeout))
             .await
             .map_err(|e| CredentialsError(format!("credential wait failed: {e}")))?
     }
@@ -168,11 +169,9 @@ impl ProvideCredentials for CredentialSource {
         // Only before the first fetch (a request at start-up): wait for it off the runtime.
         let source = self.clone();
         future::ProvideCredentials::new(async move {
-            source.ready(FIRST_FETCH_WAIT).await.map_err(|e| {
-                aws_credential_types::provider::error::CredentialsError::not_loaded(e.to_string())
-            })?;
             source
-                .current(Duration::ZERO)
+                .ready(FIRST_FETCH_WAIT)
+                .await
                 .map(|keys| sdk_credentials(&keys))
                 .map_err(|e| {
                     aws_credential_types::provider::error::CredentialsError::not_loaded(

@@ -77,11 +77,11 @@ pub async fn start_group_at_end(
     use rdkafka::consumer::{CommitMode, Consumer};
     use rdkafka::{Offset, TopicPartitionList};
 
-    let consumer: BaseConsumer = crate::kafka::base_client_config(&config.kafka, "tributary-tests")
+    let mut client = crate::kafka::base_client_config(&config.kafka, "tributary-tests");
+    client
         .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create_with_context(crate::kafka::KafkaContext::for_config(&config.kafka))
-        .map_err(KafkaError::Setup)?;
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = crate::kafka::create(&client, &config.kafka)?;
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
         let metadata = consumer
@@ -117,11 +117,11 @@ pub fn events_since(
     use rdkafka::message::Message as _;
     use rdkafka::{Offset, TopicPartitionList};
 
-    let consumer: BaseConsumer = crate::kafka::base_client_config(&config.kafka, "tributary-tests")
+    let mut client = crate::kafka::base_client_config(&config.kafka, "tributary-tests");
+    client
         .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .create_with_context(crate::kafka::KafkaContext::for_config(&config.kafka))
-        .expect("consumer");
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = crate::kafka::create(&client, &config.kafka).expect("consumer");
     let partitions = crate::topics::spec(topic)
         .expect("declared topic")
         .partitions;
